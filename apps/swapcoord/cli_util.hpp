@@ -1,0 +1,23 @@
+#pragma once
+// Small helpers shared by the swapcoord subcommands: sizes, lists, host name, and the
+// nccl-tests style report (header lines start with '#').
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace swapcoord::app {
+
+// "4096", "4k", "1M", "1MiB", "2G" (binary multiples); throws ConfigError naming `what`.
+std::uint64_t parse_size(std::string_view text, std::string_view what);
+std::vector<std::uint64_t> parse_sizes(const std::vector<std::string>& items, std::string_view what);
+std::string format_size(std::uint64_t bytes);  // "1 GiB", "4 KiB", "4097 B"
+std::string host_name();
+std::string join(const std::vector<std::string>& items, std::string_view separator);
+
+// Exit codes of every subcommand.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitWrongData = 1;   // the run finished but data did not verify
+inline constexpr int kExitError = 2;       // bad input or a failed operation
+
+}  // namespace swapcoord::app

@@ -1,0 +1,31 @@
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace swapcoord::app {
+
+struct BenchOptions {
+  std::string dir = ".";
+  std::string size = "1G";
+  std::vector<std::string> backends{"libaio"};
+  std::vector<std::string> block_sizes{"1M"};
+  std::vector<std::size_t> queue_depths{32};
+  std::vector<std::size_t> threads{1};
+  std::string direct = "auto";
+  bool single_submit = false;
+  bool no_overlap_events = false;
+  int iterations = 3;
+  std::string json;
+  bool keep = false;
+};
+
+void add_bench_command(CLI::App& app, BenchOptions& options);
+// Returns the exit code (kExitOk, kExitWrongData); throws on errors.
+int run_bench(const BenchOptions& options, const std::vector<std::string>& argv);
+
+}  // namespace swapcoord::app

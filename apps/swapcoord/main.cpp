@@ -1,0 +1,42 @@
+// swapcoord: one executable, one subcommand per job (`bench` now; `run`, `inspect` and
+// `verify` come with the coordination and catalog layers).
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "cli_util.hpp"
+#include "commands.hpp"
+#include "swapcoord/common/log.hpp"
+#include "swapcoord/config.hpp"
+
+int main(int argc, char** argv) {
+  using namespace swapcoord;
+  CLI::App app{"swapcoord " SWAPCOORD_VERSION
+               ": tensor swapping between memory and NVMe, coordinated across MPI ranks"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", SWAPCOORD_VERSION);
+  std::string level = "info";
+  app.add_option("--log-level", level, "debug|info|warn|error|off")->capture_default_str();
+
+  app::BenchOptions bench;
+  app::add_bench_command(app, bench);
+
+  const std::vector<std::string> args(argv, argv + argc);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? app::kExitOk : app::kExitError;
+  }
+  try {
+    log::set_level(log::parse_level(level));
+    if (app.got_subcommand("bench")) return app::run_bench(bench, args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rank 0@%s: %s\n", app::host_name().c_str(), e.what());
+    return app::kExitError;
+  }
+  return app::kExitError;
+}

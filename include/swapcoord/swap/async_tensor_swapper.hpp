@@ -1,0 +1,79 @@
+#pragma once
+// AsyncTensorSwapper: swaps tensors that live in ordinary (pageable) memory through a
+// ring of pinned staging buffers. On swap-out, copying the next tensors into one buffer
+// overlaps the write of the previous buffer; on swap-in, the reads of the next groups
+// (one group = one buffer-full) are in flight while the current group is copied out.
+// A tensor larger than a buffer is moved in buffer-sized pieces. No heap allocation
+// once the first call has sized the internal lists.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "swapcoord/common/align.hpp"
+#include "swapcoord/common/tensor_view.hpp"
+#include "swapcoord/io/io_engine.hpp"
+#include "swapcoord/io/swap_location.hpp"
+
+namespace swapcoord {
+
+struct SwapperStats {
+  std::uint64_t bytes_out = 0;     // bytes written (aligned, as on disk)
+  std::uint64_t bytes_in = 0;      // bytes read
+  double copy_seconds = 0;         // copying between tensors and staging buffers
+  double wait_seconds = 0;         // blocked on I/O
+};
+
+class AsyncTensorSwapper {
+ public:
+  // `staging`: at least two buffers (not owned) of equal size, a multiple of
+  // `alignment_bytes`, aligned to it; usually from SwapBufferManager::allocate.
+  AsyncTensorSwapper(IoEngine& engine, std::span<const TensorView> staging,
+                     std::size_t alignment_bytes = kDefaultAlignmentBytes);
+  AsyncTensorSwapper(const AsyncTensorSwapper&) = delete;
+  AsyncTensorSwapper& operator=(const AsyncTensorSwapper&) = delete;
+  ~AsyncTensorSwapper();  // waits for anything still in flight
+
+  // Writes tensors[i] to locations[i]; returns when all is written. locations[i].bytes
+  // must be tensors[i]'s size rounded up to the alignment; the padding is written as 0.
+  void swap_out(std::span<const TensorView> tensors, std::span<const SwapLocation> locations);
+  // Reads locations[i] into tensors[i] (same size rule); returns when all is copied.
+  void swap_in(std::span<const TensorView> tensors, std::span<const SwapLocation> locations);
+
+  const SwapperStats& stats() const noexcept { return _stats; }
+  void reset_stats() noexcept { _stats = {}; }
+  std::size_t staging_bytes() const noexcept { return _buffer_bytes; }
+
+ private:
+  struct Piece {          // one tensor range staged in a buffer
+    std::byte* tensor;    // where in the tensor (nullptr: padding only)
+    std::size_t copy_bytes;
+    std::size_t buffer_offset;
+  };
+  struct Slot {           // one staging buffer
+    std::byte* data = nullptr;
+    std::vector<IoRequest> requests;
+    std::vector<Piece> pieces;
+    IoTicket ticket{};
+    bool busy = false;
+  };
+  struct Cursor {         // the next byte to stage
+    std::size_t tensor = 0;
+    std::uint64_t done = 0;
+  };
+
+  void check(std::span<const TensorView> tensors, std::span<const SwapLocation> locations) const;
+  // Stages the next buffer-full from `cursor` into `slot` (pieces and requests).
+  void plan(Slot& slot, Cursor& cursor, IoOp op, std::span<const TensorView> tensors,
+            std::span<const SwapLocation> locations);
+  void wait(Slot& slot);
+  void drain() noexcept;  // waits for every busy slot, ignoring errors (error path)
+
+  IoEngine& _engine;
+  std::vector<Slot> _slots;
+  std::size_t _buffer_bytes = 0;
+  std::size_t _alignment;
+  SwapperStats _stats;
+};
+
+}  // namespace swapcoord

@@ -1,0 +1,51 @@
+#pragma once
+// The kernel-facing part of an I/O backend. The threaded engine (engine.cpp) owns one
+// Backend per I/O thread and drives it: it hands over blocks to start, reaps their
+// completions and handles every result (short transfers, retries, errors), so a backend
+// only translates blocks to its kernel interface.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "swapcoord/io/aio_config.hpp"
+#include "swapcoord/io/io_engine.hpp"
+
+namespace swapcoord::detail {
+
+struct Batch;
+
+// One kernel request: at most block_size bytes of one IoRequest. `buffer`, `offset` and
+// `remaining` advance when a transfer comes back short.
+struct Block {
+  Batch* batch = nullptr;
+  std::uint32_t request = 0;
+  IoOp op = IoOp::read;
+  int fd = -1;
+  std::byte* buffer = nullptr;
+  std::uint64_t offset = 0;
+  std::uint64_t remaining = 0;
+};
+
+struct Completion {
+  Block* block = nullptr;
+  std::int64_t result = 0;  // bytes transferred, or -errno
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // Starts up to blocks.size() blocks (never more than queue_depth in flight, which the
+  // caller ensures); returns how many it took, 0 when the kernel asks to reap first
+  // (EAGAIN). A block the kernel rejects outright comes back as a completion carrying
+  // its -errno.
+  virtual std::size_t submit(std::span<Block* const> blocks) = 0;
+  // Waits for at least `min_completions` completions and stores up to out.size() of them.
+  virtual std::size_t reap(std::size_t min_completions, std::span<Completion> out) = 0;
+};
+
+std::unique_ptr<Backend> make_libaio_backend(const AioConfig& config);
+std::unique_ptr<Backend> make_io_uring_backend(const AioConfig& config);
+std::unique_ptr<Backend> make_posix_backend(const AioConfig& config);
+
+}  // namespace swapcoord::detail

@@ -1,0 +1,96 @@
+#include "test_support.hpp"
+
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+
+#include <linux/magic.h>
+
+namespace swapcoord::test {
+namespace {
+
+std::string make_temp_dir(const std::string& under) {
+  std::string base = under;
+  if (base.empty()) {
+    const char* env = std::getenv("SWAPCOORD_TEST_DIR");
+    base = env && *env ? env : std::filesystem::temp_directory_path().string();
+  }
+  std::filesystem::create_directories(base);
+  std::string pattern = base + "/swapcoord-test-XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr)
+    throw std::runtime_error("mkdtemp under " + base + " failed");
+  return pattern;
+}
+
+int run(const std::string& command) { return std::system((command + " >/dev/null 2>&1").c_str()); }
+
+}  // namespace
+
+TempDir::TempDir(const std::string& under) : _path(make_temp_dir(under)) {}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(_path, ignored);
+}
+
+static inline std::uint64_t mix(std::uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
+void fill_pattern(std::span<std::byte> bytes, std::uint64_t seed, std::uint64_t start) {
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    const std::uint64_t pos = start + i;
+    bytes[i] = static_cast<std::byte>(mix(seed * 0x9e3779b97f4a7c15ULL + pos / 8) >> (8 * (pos % 8)));
+  }
+}
+
+std::size_t count_pattern_mismatches(std::span<const std::byte> bytes, std::uint64_t seed,
+                                     std::uint64_t start) {
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    const std::uint64_t pos = start + i;
+    const auto want = static_cast<std::byte>(mix(seed * 0x9e3779b97f4a7c15ULL + pos / 8) >> (8 * (pos % 8)));
+    wrong += bytes[i] != want;
+  }
+  return wrong;
+}
+
+LoopFilesystem::LoopFilesystem(std::size_t size_mib, bool read_only)
+    : _image(_dir.file("fs.img")), _mount_point(_dir.file("mnt")) {
+  if (::geteuid() != 0) {
+    _error = "mounting a loop filesystem needs root";
+    return;
+  }
+  std::filesystem::create_directories(_mount_point);
+  if (run("truncate -s " + std::to_string(size_mib) + "M " + _image) != 0 ||
+      run("mkfs.ext4 -q -F " + _image) != 0) {
+    _error = "mkfs.ext4 failed (is e2fsprogs installed?)";
+    return;
+  }
+  const std::string options = read_only ? "loop,ro" : "loop";
+  if (run("mount -o " + options + " " + _image + " " + _mount_point) != 0) {
+    _error = "mount -o loop failed (no loop devices or no privilege in this container)";
+    return;
+  }
+  _mounted = true;
+}
+
+LoopFilesystem::~LoopFilesystem() {
+  if (_mounted) run("umount -l " + _mount_point);
+}
+
+std::string tmpfs_dir() {
+  struct statfs info{};
+  if (::statfs("/dev/shm", &info) == 0 && info.f_type == TMPFS_MAGIC) return "/dev/shm";
+  return {};
+}
+
+}  // namespace swapcoord::test
