@@ -59,11 +59,11 @@ void AsyncTensorSwapper::check(std::span<const TensorView> tensors,
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const auto& l = locations[i];
     const auto want = align_up(tensors[i].size_bytes(), _alignment);
-    const std::string path = l.file ? l.file->path() : std::string("(no file)");
     if (l.file == nullptr || l.bytes != want || !is_aligned(l.offset, _alignment))
       throw Error(fmt::format("AsyncTensorSwapper: tensor {} ({} bytes) needs an aligned location "
                               "of {} bytes, got {} bytes at offset {} of '{}'",
-                              i, tensors[i].size_bytes(), want, l.bytes, l.offset, path));
+                              i, tensors[i].size_bytes(), want, l.bytes, l.offset,
+                              l.file ? l.file->path() : std::string("(no file)")));
     if (!tensors[i].device.is_cpu())
       throw Error(fmt::format("AsyncTensorSwapper: tensor {} is on {} (host tensors only in this "
                               "build)", i, to_string(tensors[i].device)));

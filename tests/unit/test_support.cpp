@@ -9,6 +9,8 @@
 
 #include <linux/magic.h>
 
+#include "swapcoord/io/io_engine.hpp"
+
 namespace swapcoord::test {
 namespace {
 
@@ -85,6 +87,12 @@ LoopFilesystem::LoopFilesystem(std::size_t size_mib, bool read_only)
 
 LoopFilesystem::~LoopFilesystem() {
   if (_mounted) run("umount -l " + _mount_point);
+}
+
+std::string backend_unavailable(const std::string& name) {
+  for (const auto& info : engine_infos())
+    if (info.name == name) return info.available ? std::string() : name + ": " + info.reason;
+  return name + ": not a known backend";
 }
 
 std::string tmpfs_dir() {

@@ -49,6 +49,10 @@ class LoopFilesystem {
   std::string _error;
 };
 
+// Empty when the I/O backend `name` is compiled in and accepted by the kernel; else why not
+// (for GTEST_SKIP).
+std::string backend_unavailable(const std::string& name);
+
 // A mount point of a tmpfs (for the direct=auto fallback); /dev/shm when it is tmpfs,
 // else empty.
 std::string tmpfs_dir();
