@@ -1,6 +1,8 @@
 #include "swapcoord/buffer/swap_buffer.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
 
 #include <fmt/format.h>
 
@@ -11,8 +13,7 @@ namespace swapcoord {
 std::size_t aligned_numel(std::size_t numel, DType dtype, std::size_t alignment_bytes) {
   const std::size_t size = dtype_size(dtype);
   // The element count must be a multiple of lcm(size, alignment) / size.
-  std::size_t unit = alignment_bytes / size;
-  if (unit == 0 || unit * size != alignment_bytes) unit = alignment_bytes;  // odd sizes
+  const std::size_t unit = std::lcm(size, std::max<std::size_t>(alignment_bytes, 1)) / size;
   return static_cast<std::size_t>(align_up(numel, unit));
 }
 
