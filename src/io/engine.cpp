@@ -178,8 +178,15 @@ class ThreadedEngine final : public IoEngine {
   }
 
   IoError make_error(std::vector<IoFailure> failures, std::size_t requests) const {
-    std::sort(failures.begin(), failures.end(),
-              [](const IoFailure& a, const IoFailure& b) { return a.request < b.request; });
+    // One entry per request: the failed block with the lowest offset stands for it.
+    std::sort(failures.begin(), failures.end(), [](const IoFailure& a, const IoFailure& b) {
+      return a.request != b.request ? a.request < b.request : a.offset < b.offset;
+    });
+    failures.erase(std::unique(failures.begin(), failures.end(),
+                               [](const IoFailure& a, const IoFailure& b) {
+                                 return a.request == b.request;
+                               }),
+                   failures.end());
     std::string message = fmt::format("{} I/O: {} of {} requests failed", _name,
                                       failures.size(), requests);
     constexpr std::size_t kShown = 4;

@@ -54,10 +54,13 @@ DirectAlignment statx_alignment(int dirfd, const char* path, int flags) {
 std::pair<UniqueFd, bool> open_with_mode(const std::string& path, int flags, DirectMode mode,
                                          const char* what) {
   if (mode != DirectMode::off) {
+    const bool created_now = (flags & O_CREAT) != 0 && ::access(path.c_str(), F_OK) != 0;
     UniqueFd fd(::open(path.c_str(), flags | O_DIRECT, 0600));
     if (fd) return {std::move(fd), true};
     const int err = errno;
     if (err != EINVAL || mode == DirectMode::on) {
+      // O_CREAT may have made the file before O_DIRECT was refused: do not leave it.
+      if (err == EINVAL && created_now) ::unlink(path.c_str());
       if (err == EINVAL)
         throw SystemError(fmt::format("{} '{}' with O_DIRECT (direct=on), which its filesystem "
                                       "refuses; use direct=auto or off", what, path), err);

@@ -41,13 +41,13 @@ struct IoBatchResult {
   std::uint64_t bytes = 0;
 };
 
-// One failed request of a batch.
+// One failed request of a batch (of its failed blocks, the one at the lowest offset).
 struct IoFailure {
   std::size_t request = 0;     // index in the submitted batch
   IoOp op = IoOp::read;
   std::string path;
   std::uint64_t offset = 0;     // where the failing transfer started
-  std::uint64_t size_bytes = 0; // what was still to transfer there
+  std::uint64_t size_bytes = 0; // what was still to transfer in that block
   int errno_value = 0;          // 0 when the file ended before the request did
 };
 
