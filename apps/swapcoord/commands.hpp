@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,5 +28,15 @@ struct BenchOptions {
 void add_bench_command(CLI::App& app, BenchOptions& options);
 // Returns the exit code (kExitOk, kExitWrongData); throws on errors.
 int run_bench(const BenchOptions& options, const std::vector<std::string>& argv);
+
+}  // namespace swapcoord::app
+
+namespace swapcoord::app {
+
+struct RunCli;  // the flags of `swapcoord run` (run.cpp)
+
+std::shared_ptr<RunCli> add_run_command(CLI::App& app);
+// Initialises MPI; collective over MPI_COMM_WORLD; returns the exit code.
+int run_job(const RunCli& cli, const std::vector<std::string>& argv);
 
 }  // namespace swapcoord::app

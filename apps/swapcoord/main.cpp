@@ -1,5 +1,5 @@
-// swapcoord: one executable, one subcommand per job (`bench` now; `run`, `inspect` and
-// `verify` come with the coordination and catalog layers).
+// swapcoord: one executable, one subcommand per job: `run` (the main job, under mpirun)
+// and `bench`; `inspect` and `verify` come with the catalog layer.
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
 
   app::BenchOptions bench;
   app::add_bench_command(app, bench);
+  const auto run = app::add_run_command(app);
 
   const std::vector<std::string> args(argv, argv + argc);
   try {
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   try {
     log::set_level(log::parse_level(level));
     if (app.got_subcommand("bench")) return app::run_bench(bench, args);
+    if (app.got_subcommand("run")) return app::run_job(*run, args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rank 0@%s: %s\n", app::host_name().c_str(), e.what());
     return app::kExitError;

@@ -51,6 +51,16 @@ AsyncTensorSwapper::AsyncTensorSwapper(IoEngine& engine, std::span<const TensorV
 
 AsyncTensorSwapper::~AsyncTensorSwapper() { drain(); }
 
+void AsyncTensorSwapper::check(std::span<const SwapLocation> locations) const {
+  for (std::size_t i = 0; i < locations.size(); ++i) {
+    const auto& l = locations[i];
+    if (l.file == nullptr || !is_aligned(l.bytes, _alignment) || !is_aligned(l.offset, _alignment))
+      throw Error(fmt::format("AsyncTensorSwapper: location {} ({} bytes at offset {} of '{}') "
+                              "is not aligned to {} bytes", i, l.bytes, l.offset,
+                              l.file ? l.file->path() : std::string("(no file)"), _alignment));
+  }
+}
+
 void AsyncTensorSwapper::check(std::span<const TensorView> tensors,
                                std::span<const SwapLocation> locations) const {
   if (tensors.size() != locations.size())
@@ -71,26 +81,20 @@ void AsyncTensorSwapper::check(std::span<const TensorView> tensors,
 }
 
 void AsyncTensorSwapper::plan(Slot& slot, Cursor& cursor, IoOp op,
-                              std::span<const TensorView> tensors,
                               std::span<const SwapLocation> locations) {
   slot.requests.clear();
   slot.pieces.clear();
   std::size_t fill = 0;
-  while (cursor.tensor < tensors.size() && fill < _buffer_bytes) {
-    const TensorView& tensor = tensors[cursor.tensor];
+  while (cursor.tensor < locations.size() && fill < _buffer_bytes) {
     const SwapLocation& location = locations[cursor.tensor];
     const std::uint64_t left = location.bytes - cursor.done;
-    if (left == 0) {  // empty tensor
-      ++cursor.tensor;
-      continue;
+    const auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, _buffer_bytes - fill));
+    if (chunk > 0) {
+      slot.pieces.push_back({cursor.tensor, cursor.done, chunk, fill});
+      slot.requests.push_back({op, location.file, slot.data + fill, location.offset + cursor.done, chunk});
+      fill += chunk;
+      cursor.done += chunk;
     }
-    const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, _buffer_bytes - fill));
-    const std::uint64_t data_left = tensor.size_bytes() > cursor.done ? tensor.size_bytes() - cursor.done : 0;
-    const std::size_t copy = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, data_left));
-    slot.pieces.push_back({copy ? tensor.bytes() + cursor.done : nullptr, copy, fill});
-    slot.requests.push_back({op, location.file, slot.data + fill, location.offset + cursor.done, chunk});
-    fill += chunk;
-    cursor.done += chunk;
     if (cursor.done == location.bytes) {
       ++cursor.tensor;
       cursor.done = 0;
@@ -118,28 +122,19 @@ void AsyncTensorSwapper::drain() noexcept {
   }
 }
 
-void AsyncTensorSwapper::swap_out(std::span<const TensorView> tensors,
-                                  std::span<const SwapLocation> locations) {
-  check(tensors, locations);
+void AsyncTensorSwapper::write_stream(std::span<const SwapLocation> locations, FillFn fill) {
+  check(locations);
   try {
     Cursor cursor;
-    for (std::size_t next = 0; cursor.tensor < tensors.size(); next = (next + 1) % _slots.size()) {
+    for (std::size_t next = 0; cursor.tensor < locations.size(); next = (next + 1) % _slots.size()) {
       Slot& slot = _slots[next];
       wait(slot);  // its previous write must be done before the buffer is refilled
-      plan(slot, cursor, IoOp::write, tensors, locations);
+      plan(slot, cursor, IoOp::write, locations);
       if (slot.requests.empty()) break;
       const auto start = Clock::now();
       for (const Piece& piece : slot.pieces) {
-        std::byte* into = slot.data + piece.buffer_offset;
-        if (piece.copy_bytes) std::memcpy(into, piece.tensor, piece.copy_bytes);
-      }
-      // Zero the padding after each tensor's last piece (the request's tail).
-      for (std::size_t i = 0; i < slot.pieces.size(); ++i) {
-        const std::size_t length = slot.requests[i].size_bytes;
-        if (slot.pieces[i].copy_bytes < length)
-          std::memset(slot.data + slot.pieces[i].buffer_offset + slot.pieces[i].copy_bytes, 0,
-                      length - slot.pieces[i].copy_bytes);
-        _stats.bytes_out += length;
+        fill(piece.location, piece.offset, {slot.data + piece.buffer_offset, piece.bytes});
+        _stats.bytes_out += piece.bytes;
       }
       _stats.copy_seconds += seconds_since(start);
       slot.ticket = _engine.submit(slot.requests);
@@ -152,15 +147,14 @@ void AsyncTensorSwapper::swap_out(std::span<const TensorView> tensors,
   }
 }
 
-void AsyncTensorSwapper::swap_in(std::span<const TensorView> tensors,
-                                 std::span<const SwapLocation> locations) {
-  check(tensors, locations);
+void AsyncTensorSwapper::read_stream(std::span<const SwapLocation> locations, DrainFn drain_fn) {
+  check(locations);
   try {
     Cursor cursor;
     const std::size_t n = _slots.size();
     // Start the first groups; then, in order, finish the oldest and start the next.
     auto start_group = [&](Slot& slot) {
-      plan(slot, cursor, IoOp::read, tensors, locations);
+      plan(slot, cursor, IoOp::read, locations);
       if (slot.requests.empty()) return;
       slot.ticket = _engine.submit(slot.requests);
       slot.busy = true;
@@ -170,10 +164,9 @@ void AsyncTensorSwapper::swap_in(std::span<const TensorView> tensors,
       Slot& slot = _slots[i];
       wait(slot);
       const auto start = Clock::now();
-      for (std::size_t p = 0; p < slot.pieces.size(); ++p) {
-        const Piece& piece = slot.pieces[p];
-        if (piece.copy_bytes) std::memcpy(piece.tensor, slot.data + piece.buffer_offset, piece.copy_bytes);
-        _stats.bytes_in += slot.requests[p].size_bytes;
+      for (const Piece& piece : slot.pieces) {
+        drain_fn(piece.location, piece.offset, {slot.data + piece.buffer_offset, piece.bytes});
+        _stats.bytes_in += piece.bytes;
       }
       _stats.copy_seconds += seconds_since(start);
       start_group(slot);
@@ -182,6 +175,27 @@ void AsyncTensorSwapper::swap_in(std::span<const TensorView> tensors,
     drain();
     throw;
   }
+}
+
+void AsyncTensorSwapper::swap_out(std::span<const TensorView> tensors,
+                                  std::span<const SwapLocation> locations) {
+  check(tensors, locations);
+  write_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
+    const std::uint64_t size = tensors[i].size_bytes();
+    const std::size_t copy = offset < size ? static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size - offset)) : 0;
+    if (copy) std::memcpy(out.data(), tensors[i].bytes() + offset, copy);
+    std::memset(out.data() + copy, 0, out.size() - copy);  // padding after the tensor
+  });
+}
+
+void AsyncTensorSwapper::swap_in(std::span<const TensorView> tensors,
+                                 std::span<const SwapLocation> locations) {
+  check(tensors, locations);
+  read_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
+    const std::uint64_t size = tensors[i].size_bytes();
+    const std::size_t copy = offset < size ? static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), size - offset)) : 0;
+    if (copy) std::memcpy(tensors[i].bytes() + offset, in.data(), copy);
+  });
 }
 
 }  // namespace swapcoord

@@ -5,12 +5,17 @@
 // (one group = one buffer-full) are in flight while the current group is copied out.
 // A tensor larger than a buffer is moved in buffer-sized pieces. No heap allocation
 // once the first call has sized the internal lists.
+//
+// write_stream / read_stream are the same pipelines without source tensors: a callback
+// fills (or consumes) each piece directly in the pinned staging buffer, which saves the
+// copy when the data is produced or checked on the fly.
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
 
 #include "swapcoord/common/align.hpp"
+#include "swapcoord/common/function_ref.hpp"
 #include "swapcoord/common/tensor_view.hpp"
 #include "swapcoord/io/io_engine.hpp"
 #include "swapcoord/io/swap_location.hpp"
@@ -20,9 +25,14 @@ namespace swapcoord {
 struct SwapperStats {
   std::uint64_t bytes_out = 0;     // bytes written (aligned, as on disk)
   std::uint64_t bytes_in = 0;      // bytes read
-  double copy_seconds = 0;         // copying between tensors and staging buffers
+  double copy_seconds = 0;         // in copies / fill and drain callbacks
   double wait_seconds = 0;         // blocked on I/O
 };
+
+// fill(i, offset, out): write out.size() bytes of location i, starting `offset` bytes into
+// it, into `out` (padding included). drain(i, offset, in): consume them after a read.
+using FillFn = FunctionRef<void(std::size_t, std::uint64_t, std::span<std::byte>)>;
+using DrainFn = FunctionRef<void(std::size_t, std::uint64_t, std::span<const std::byte>)>;
 
 class AsyncTensorSwapper {
  public:
@@ -40,14 +50,19 @@ class AsyncTensorSwapper {
   // Reads locations[i] into tensors[i] (same size rule); returns when all is copied.
   void swap_in(std::span<const TensorView> tensors, std::span<const SwapLocation> locations);
 
+  // The pipelines with callbacks. Each location needs an aligned offset and size.
+  void write_stream(std::span<const SwapLocation> locations, FillFn fill);
+  void read_stream(std::span<const SwapLocation> locations, DrainFn drain);
+
   const SwapperStats& stats() const noexcept { return _stats; }
   void reset_stats() noexcept { _stats = {}; }
   std::size_t staging_bytes() const noexcept { return _buffer_bytes; }
 
  private:
-  struct Piece {          // one tensor range staged in a buffer
-    std::byte* tensor;    // where in the tensor (nullptr: padding only)
-    std::size_t copy_bytes;
+  struct Piece {          // one location range staged in a buffer
+    std::size_t location;
+    std::uint64_t offset; // into the location
+    std::size_t bytes;
     std::size_t buffer_offset;
   };
   struct Slot {           // one staging buffer
@@ -63,9 +78,9 @@ class AsyncTensorSwapper {
   };
 
   void check(std::span<const TensorView> tensors, std::span<const SwapLocation> locations) const;
+  void check(std::span<const SwapLocation> locations) const;
   // Stages the next buffer-full from `cursor` into `slot` (pieces and requests).
-  void plan(Slot& slot, Cursor& cursor, IoOp op, std::span<const TensorView> tensors,
-            std::span<const SwapLocation> locations);
+  void plan(Slot& slot, Cursor& cursor, IoOp op, std::span<const SwapLocation> locations);
   void wait(Slot& slot);
   void drain() noexcept;  // waits for every busy slot, ignoring errors (error path)
 

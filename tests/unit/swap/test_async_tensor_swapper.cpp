@@ -78,7 +78,7 @@ struct Workload {
     for (std::size_t i = 0; i < storage.size(); ++i) test::fill_pattern(storage[i], seed_base + i);
   }
   void zero() {
-    for (auto& s : storage) std::memset(s.data(), 0, s.size());
+    for (auto& s : storage) std::fill(s.begin(), s.end(), std::byte{0});
   }
   std::size_t mismatches(std::uint64_t seed_base) const {
     std::size_t n = 0;

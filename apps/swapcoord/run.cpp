@@ -1,0 +1,544 @@
+// swapcoord run: the main job. A training-loop emulation on a model description: every
+// rank computes the same SwapPlan, then for each step swaps in what it owns (verifying
+// every value against what the previous step wrote) and swaps out new values, each phase
+// ending with a PhaseSync. Output in the nccl-tests style; --json for every figure.
+//
+// Values: the 8-byte word w of tensor t at epoch e (counted from the tensor's first byte,
+// so shards and whole tensors agree) is mix(t, w, e); padding after a piece is zero.
+// Epoch 0 is written before step 1; step s verifies epoch s-1 and writes epoch s into
+// slot s % slots; a final swap-in verifies the last epoch.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli_util.hpp"
+#include "commands.hpp"
+#include "model.hpp"
+#include "run_config.hpp"
+#include "swapcoord/buffer/swap_buffer_manager.hpp"
+#include "swapcoord/common/log.hpp"
+#include "swapcoord/config.hpp"
+#include "swapcoord/coord/mpi.hpp"
+#include "swapcoord/coord/phase_sync.hpp"
+#include "swapcoord/coord/topology.hpp"
+#include "swapcoord/io/io_engine.hpp"
+#include "swapcoord/io/swap_file.hpp"
+#include "swapcoord/swap/async_tensor_swapper.hpp"
+
+namespace swapcoord::app {
+
+// Raw flags; those given override the config file (apply()).
+struct RunCli {
+  std::string config, json, roots, job, layout, policy, preset, tensors, swap, backend, direct,
+      node_key, buffer_size, block_size;
+  double scale = 0, phase_timeout = 0;
+  int steps = 0, slots = 0;
+  std::size_t buffer_count = 0, queue_depth = 0, threads = 0;
+  bool verify = true, fsync = true, allgather = false, cleanup = false;
+  std::vector<std::pair<CLI::Option*, void (*)(const RunCli&, RunConfig&)>> overrides;
+
+  void apply(RunConfig& c) const {
+    for (const auto& [option, set] : overrides)
+      if (option->count() > 0) set(*this, c);
+  }
+};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+std::uint64_t mix(std::uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
+std::uint64_t value_word(std::uint32_t tensor, std::uint64_t word, int epoch) {
+  return mix((static_cast<std::uint64_t>(tensor) << 40) ^ (word * 0x9e3779b97f4a7c15ULL) ^
+             (static_cast<std::uint64_t>(epoch) * 0xd6e8feb86659fd93ULL + 1));
+}
+
+// `out` = bytes [offset, offset + out.size()) of a piece's on-disk image at `epoch`.
+void fill_piece(const PlanPiece& piece, std::size_t element_size, int epoch, std::uint64_t offset,
+                std::span<std::byte> out) {
+  const std::uint64_t base = piece.element_offset * element_size;  // tensor byte of piece byte 0
+  const std::uint64_t data_end = piece.bytes;
+  std::size_t i = 0;
+  const std::size_t data = offset < data_end ? static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), data_end - offset)) : 0;
+  // base and offset are multiples of 8 (aligned shards and pieces), so words line up.
+  for (; i + 8 <= data; i += 8) {
+    const std::uint64_t w = value_word(piece.tensor, (base + offset + i) / 8, epoch);
+    std::memcpy(out.data() + i, &w, 8);
+  }
+  if (i < data) {
+    const std::uint64_t w = value_word(piece.tensor, (base + offset + i) / 8, epoch);
+    std::memcpy(out.data() + i, &w, data - i);
+    i = data;
+  }
+  std::memset(out.data() + i, 0, out.size() - i);
+}
+
+// Counts elements of `in` (bytes [offset, ...) of the piece) that differ from epoch's
+// values; records the first mismatch's element index in the tensor.
+std::uint64_t check_piece(const PlanPiece& piece, std::size_t element_size, int epoch,
+                          std::uint64_t offset, std::span<const std::byte> in,
+                          std::optional<std::uint64_t>& first_wrong) {
+  const std::uint64_t base = piece.element_offset * element_size;
+  const std::size_t data = offset < piece.bytes ? static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), piece.bytes - offset)) : 0;
+  std::uint64_t wrong = 0;
+  for (std::size_t i = 0; i < data; i += 8) {
+    const std::size_t n = std::min<std::size_t>(8, data - i);
+    const std::uint64_t want = value_word(piece.tensor, (base + offset + i) / 8, epoch);
+    std::uint64_t got = 0;
+    std::memcpy(&got, in.data() + i, n);
+    const std::uint64_t mask = n == 8 ? ~0ULL : ((1ULL << (8 * n)) - 1);
+    const std::uint64_t diff = (got ^ want) & mask;
+    if (diff == 0) continue;
+    for (std::size_t e = 0; e < n; e += element_size) {
+      const std::uint64_t element_mask = element_size >= 8 ? ~0ULL : ((1ULL << (8 * element_size)) - 1) << (8 * e);
+      if ((diff & element_mask) == 0) continue;
+      ++wrong;
+      if (!first_wrong) first_wrong = (base + offset + i + e) / element_size;
+    }
+  }
+  return wrong;
+}
+
+struct RankSetup {
+  std::vector<SwapFile> files[2];          // this rank's files, per slot
+  std::vector<SwapLocation> locations[2];  // per owned piece, per slot
+};
+
+// Creates (preallocates) this rank's files for every slot and the locations of its pieces.
+RankSetup open_files(const SwapPlan& plan, const Topology& topo, const RunConfig& config) {
+  RankSetup setup;
+  const int rank = topo.rank();
+  const auto first = std::lower_bound(plan.files.begin(), plan.files.end(), rank,
+                                      [](const PlanFile& f, int r) { return f.owner < r; });
+  const auto first_index = static_cast<std::size_t>(first - plan.files.begin());
+  const auto pieces = plan.pieces_of(rank);
+  for (int slot = 0; slot < config.slots; ++slot) {
+    auto& files = setup.files[slot];
+    for (auto it = first; it != plan.files.end() && it->owner == rank; ++it) {
+      const std::string& root = topo.roots().at(static_cast<std::size_t>(it->root));
+      const std::filesystem::path path = std::filesystem::path(root) / file_relative_path(*it, config.job, slot);
+      std::error_code ec;
+      std::filesystem::create_directories(path.parent_path(), ec);
+      if (ec)
+        throw SystemError(fmt::format("cannot create directory '{}'", path.parent_path().string()),
+                          ec.value());
+      files.push_back(SwapFile::create(path.string(), it->size_bytes, config.aio.direct));
+    }
+    auto& locations = setup.locations[slot];
+    for (const auto& p : pieces)
+      locations.push_back({&files.at(p.file - first_index), p.offset, p.aligned_bytes});
+  }
+  return setup;
+}
+
+std::string format_rank_bytes(std::uint64_t bytes) {
+  return fmt::format("{:.1f} MB", static_cast<double>(bytes) / 1e6);
+}
+
+void add_flags(CLI::App* cmd, RunCli& c) {
+  auto flag = [&](CLI::Option* option, void (*set)(const RunCli&, RunConfig&)) {
+    c.overrides.emplace_back(option, set);
+  };
+  cmd->add_option("--config", c.config, "JSON config file (sections aio, swap, run)");
+  cmd->add_option("--json", c.json, "Also write every figure (and argv) to this JSON file");
+  cmd->add_flag("--cleanup", c.cleanup, "Remove the swap files at the end");
+  flag(cmd->add_option("--preset", c.preset, "Model preset: gpt-125m, gpt-1.3b, gpt-6.7b, llama-7b"),
+       [](const RunCli& f, RunConfig& r) { r.preset = f.preset; r.tensors.clear(); });
+  flag(cmd->add_option("--tensors", c.tensors, "JSON tensor list instead of a preset"),
+       [](const RunCli& f, RunConfig& r) { r.tensors = f.tensors; });
+  flag(cmd->add_option("--scale", c.scale, "Shrink (or grow) the preset's dimensions"),
+       [](const RunCli& f, RunConfig& r) { r.scale = f.scale; });
+  flag(cmd->add_option("--swap", c.swap, "What is swapped: params, optimizer, both"),
+       [](const RunCli& f, RunConfig& r) { r.swap = parse_swap_what(f.swap); });
+  flag(cmd->add_option("--steps", c.steps, "Training steps"),
+       [](const RunCli& f, RunConfig& r) { r.steps = f.steps; });
+  flag(cmd->add_option("--roots", c.roots, "Swap roots of this node, comma-separated (one per NVMe device)"),
+       [](const RunCli& f, RunConfig& r) {
+         r.roots.clear();
+         std::size_t start = 0;
+         while (start <= f.roots.size()) {
+           const auto end = std::min(f.roots.find(',', start), f.roots.size());
+           r.roots.push_back(f.roots.substr(start, end - start));
+           start = end + 1;
+         }
+       });
+  flag(cmd->add_option("--job", c.job, "Job name (directory under each root)"),
+       [](const RunCli& f, RunConfig& r) { r.job = f.job; });
+  flag(cmd->add_option("--layout", c.layout, "slab or file-per-tensor"),
+       [](const RunCli& f, RunConfig& r) { r.layout = parse_layout(f.layout); });
+  flag(cmd->add_option("--slots", c.slots, "1 (in place) or 2 (A/B)"),
+       [](const RunCli& f, RunConfig& r) { r.slots = f.slots; });
+  flag(cmd->add_option("--policy", c.policy, "balanced, sharded or round-robin"),
+       [](const RunCli& f, RunConfig& r) { r.policy = parse_policy(f.policy); });
+  flag(cmd->add_option("--buffer-count", c.buffer_count, "Pinned staging buffers per rank"),
+       [](const RunCli& f, RunConfig& r) { r.buffer_count = f.buffer_count; });
+  flag(cmd->add_option("--buffer-size", c.buffer_size, "Bytes per staging buffer (e.g. 16M)"),
+       [](const RunCli& f, RunConfig& r) { r.buffer_size = parse_size(f.buffer_size, "--buffer-size"); });
+  flag(cmd->add_flag("--verify,!--no-verify", c.verify, "Check every value swapped in"),
+       [](const RunCli& f, RunConfig& r) { r.verify = f.verify; });
+  flag(cmd->add_option("--backend", c.backend, "I/O backend: libaio, io_uring, posix"),
+       [](const RunCli& f, RunConfig& r) { r.backend = f.backend; });
+  flag(cmd->add_option("--block-size", c.block_size, "aio.block_size (e.g. 1M)"),
+       [](const RunCli& f, RunConfig& r) { r.aio.block_size = parse_size(f.block_size, "--block-size"); });
+  flag(cmd->add_option("--queue-depth", c.queue_depth, "aio.queue_depth"),
+       [](const RunCli& f, RunConfig& r) { r.aio.queue_depth = f.queue_depth; });
+  flag(cmd->add_option("--threads", c.threads, "aio.intra_op_parallelism"),
+       [](const RunCli& f, RunConfig& r) { r.aio.intra_op_parallelism = f.threads; });
+  flag(cmd->add_option("--direct", c.direct, "auto, on or off"),
+       [](const RunCli& f, RunConfig& r) { r.aio.direct = parse_direct_mode(f.direct); });
+  flag(cmd->add_flag("--fsync,!--no-fsync", c.fsync, "fdatasync at the end of each swap-out"),
+       [](const RunCli& f, RunConfig& r) { r.aio.fsync = f.fsync; });
+  flag(cmd->add_option("--phase-timeout", c.phase_timeout, "Seconds a phase may wait for all ranks"),
+       [](const RunCli& f, RunConfig& r) { r.phase_timeout_s = f.phase_timeout; });
+  flag(cmd->add_option("--node-key", c.node_key, "How ranks form nodes: shared, slurm, env:VAR"),
+       [](const RunCli& f, RunConfig& r) { r.node_key = f.node_key; });
+  flag(cmd->add_flag("--allgather", c.allgather, "Sharded policy: rebuild every tensor on every rank after each swap-in"),
+       [](const RunCli& f, RunConfig& r) { r.allgather = f.allgather; });
+}
+
+// Runs `fn` on every rank; if it throws on any rank, every rank throws the same Error
+// carrying the first failing rank's message (for steps before the phases start).
+template <class Fn>
+void collectively(MPI_Comm comm, const std::string& who, Fn&& fn) {
+  std::string problem;
+  bool config_error = false;
+  try {
+    fn();
+  } catch (const ConfigError& e) {
+    problem = e.what();
+    config_error = true;
+  } catch (const std::exception& e) {
+    problem = e.what();
+  }
+  const auto [rank, message] = first_message(comm, problem.empty() ? problem : who + ": " + problem);
+  if (rank < 0) return;
+  if (config_error) throw ConfigError(message);
+  throw PhaseError(message, rank);
+}
+
+class Job {
+ public:
+  Job(const RunConfig& config, const RunCli& cli, const std::vector<std::string>& argv)
+      : _config(config), _cli(cli), _argv(argv) {}
+
+  int run();
+
+ private:
+  void print(const char* format_text, const std::string& text) const {
+    if (_topo->rank() == 0) std::printf(format_text, text.c_str());
+  }
+  // One phase on every rank: runs `work`, reports, prints the row, keeps the figures.
+  void phase(int step, const char* name, int epoch, const std::function<void(PhaseReport&)>& work);
+  void swap_out(int epoch, PhaseReport& report);
+  void swap_in(int epoch, PhaseReport& report);
+  void allgather(int epoch, PhaseReport& report);
+  void header();
+
+  RunConfig _config;
+  const RunCli& _cli;
+  std::vector<std::string> _argv;
+  std::optional<Topology> _topo;
+  std::string _who;  // "rank N@host"
+  std::vector<TensorSpec> _tensors;
+  SwapPlan _plan;
+  std::span<const PlanPiece> _mine;
+  std::unique_ptr<IoEngine> _engine;
+  std::optional<SwapBufferManager> _staging;
+  std::optional<AsyncTensorSwapper> _swapper;
+  RankSetup _files;
+  std::optional<PhaseSync> _sync;
+  json _phases = json::array();
+  std::uint64_t _wrong = 0;
+  double _out_gbps_sum = 0, _in_gbps_sum = 0;
+  int _out_count = 0, _in_count = 0;
+};
+
+void Job::phase(int step, const char* name, int epoch, const std::function<void(PhaseReport&)>& work) {
+  PhaseReport report;
+  const auto start = Clock::now();
+  try {
+    work(report);
+  } catch (const std::exception& e) {
+    report.failed = true;
+    report.message = fmt::format("{}: {} (phase {}, epoch {})", _who, e.what(), name, epoch);
+  }
+  report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const PhaseStats s = _sync->end_phase(name, epoch, report);
+  _wrong += s.wrong;
+  if (std::string_view(name) == "swap-out") {
+    _out_gbps_sum += s.aggregate_gbps;
+    ++_out_count;
+  } else if (std::string_view(name) == "swap-in") {
+    _in_gbps_sum += s.aggregate_gbps;
+    ++_in_count;
+  }
+  _phases.push_back({{"step", step}, {"phase", name}, {"epoch", epoch}, {"bytes", s.bytes},
+                     {"seconds_min", s.seconds_min}, {"seconds_mean", s.seconds_mean},
+                     {"seconds_max", s.seconds_max}, {"aggregate_gbps", s.aggregate_gbps},
+                     {"rank_gbps_min", s.gbps_min}, {"rank_gbps_mean", s.gbps_mean},
+                     {"rank_gbps_max", s.gbps_max}, {"imbalance", s.imbalance}, {"wrong", s.wrong}});
+  if (_topo->rank() == 0) {
+    std::printf("  %5d %9s %6d %14llu %9.4f %9.2f %9.2f %9.2f %9.2f %9.2f %8llu\n", step, name, epoch,
+                static_cast<unsigned long long>(s.bytes), s.seconds_max, s.aggregate_gbps, s.gbps_min,
+                s.gbps_mean, s.gbps_max, s.imbalance, static_cast<unsigned long long>(s.wrong));
+    if (s.wrong > 0 && !s.notes.empty()) std::printf("#   wrong values: %s\n", s.notes.c_str());
+    std::fflush(stdout);
+  }
+}
+
+void Job::swap_out(int epoch, PhaseReport& report) {
+  const int slot = epoch % _config.slots;
+  const auto& locations = _files.locations[slot];
+  _swapper->write_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
+    const PlanPiece& p = _mine[i];
+    fill_piece(p, dtype_size(_tensors[p.tensor].dtype), epoch, offset, out);
+  });
+  if (_config.aio.fsync)
+    for (const auto& file : _files.files[slot]) file.sync();
+  for (const auto& l : locations) report.bytes += l.bytes;
+}
+
+void Job::swap_in(int epoch, PhaseReport& report) {
+  const int slot = epoch % _config.slots;
+  const auto& locations = _files.locations[slot];
+  std::vector<std::string> notes;
+  _swapper->read_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
+    if (!_config.verify) return;
+    const PlanPiece& p = _mine[i];
+    std::optional<std::uint64_t> first;
+    const auto wrong = check_piece(p, dtype_size(_tensors[p.tensor].dtype), epoch, offset, in, first);
+    report.wrong += wrong;
+    if (wrong > 0 && notes.size() < 3)
+      notes.push_back(fmt::format("'{}' element {} ({} wrong in bytes {}..{} of {})", _tensors[p.tensor].name,
+                                  *first, wrong, offset, offset + in.size(), locations[i].file->path()));
+  });
+  for (const auto& l : locations) report.bytes += l.bytes;
+  if (!notes.empty()) report.message = _who + ": " + join(notes, "; ");
+}
+
+void Job::allgather(int epoch, PhaseReport& report) {
+  // Every tensor, shard by shard: read this rank's shard, all-gather, check the whole.
+  std::vector<std::vector<const PlanPiece*>> by_tensor(_tensors.size());
+  for (const auto& p : _plan.pieces) by_tensor[p.tensor].push_back(&p);
+  std::uint64_t largest = 0, largest_shard = 0;
+  for (const auto& t : _tensors) largest = std::max(largest, t.size_bytes());
+  for (const auto& p : _mine) largest_shard = std::max(largest_shard, p.aligned_bytes);
+  std::vector<std::byte> full(largest);
+  PinnedAllocation shard(largest_shard);
+  const int slot = epoch % _config.slots;
+  std::vector<std::string> notes;
+  for (std::uint32_t t = 0; t < _tensors.size(); ++t) {
+    std::vector<PlanPiece> pieces;
+    std::span<const std::byte> local;
+    for (const PlanPiece* p : by_tensor[t]) {
+      pieces.push_back(*p);
+      if (p->owner != _topo->rank()) continue;
+      const auto i = static_cast<std::size_t>(p - _mine.data());
+      const IoRequest read = to_request(IoOp::read, _files.locations[slot][i], shard.data(), p->aligned_bytes);
+      _engine->run({&read, 1});
+      local = {shard.data(), p->bytes};
+    }
+    const std::size_t element = dtype_size(_tensors[t].dtype);
+    const std::span<std::byte> out(full.data(), _tensors[t].size_bytes());
+    allgather_tensor(_topo->world(), pieces, element, local, out);
+    if (_config.verify) {
+      PlanPiece whole{};
+      whole.tensor = t;
+      whole.numel = _tensors[t].numel();
+      whole.bytes = _tensors[t].size_bytes();
+      std::optional<std::uint64_t> first;
+      const auto wrong = check_piece(whole, element, epoch, 0, out, first);
+      report.wrong += wrong;
+      if (wrong > 0 && notes.size() < 3)
+        notes.push_back(fmt::format("all-gathered '{}' element {} ({} wrong)", _tensors[t].name, *first, wrong));
+    }
+    report.bytes += out.size();
+  }
+  if (!notes.empty()) report.message = _who + ": " + join(notes, "; ");
+}
+
+void Job::header() {
+  const auto& c = _config;
+  if (_topo->rank() == 0) {
+    std::uint64_t tensor_bytes = 0;
+    for (const auto& t : _tensors) tensor_bytes += t.size_bytes();
+    std::printf("# swapcoord run %s (%s)\n", SWAPCOORD_VERSION, mpi_library_version().c_str());
+    std::printf("# command: %s\n", join(_argv, " ").c_str());
+    if (c.tensors.empty())
+      std::printf("# model: %s scale %g, swap %s: %zu tensors, %s; steps %d\n", c.preset.c_str(), c.scale,
+                  std::string(to_string(c.swap)).c_str(), _tensors.size(), format_rank_bytes(tensor_bytes).c_str(), c.steps);
+    else
+      std::printf("# model: %s, swap %s: %zu tensors, %s; steps %d\n", c.tensors.c_str(),
+                  std::string(to_string(c.swap)).c_str(), _tensors.size(), format_rank_bytes(tensor_bytes).c_str(), c.steps);
+    std::printf("# plan: policy %s, layout %s, slots %d, %d ranks on %d nodes (node key %s), "
+                "fingerprint %016llx, imbalance ranks %.3f nodes %.3f\n",
+                std::string(to_string(c.policy)).c_str(), std::string(to_string(c.layout)).c_str(), c.slots,
+                _topo->world_size(), _topo->node_count(), c.node_key.c_str(),
+                static_cast<unsigned long long>(_plan.fingerprint()), _plan.rank_imbalance(), _plan.node_imbalance());
+    std::printf("# aio: backend %s, block_size %zu, queue_depth %zu, threads %zu, single_submit %d, "
+                "overlap_events %d, direct %s, fsync %d; staging %zu x %s pinned per rank; verify %d\n",
+                c.backend.c_str(), c.aio.block_size, c.aio.queue_depth, c.aio.intra_op_parallelism,
+                c.aio.single_submit, c.aio.overlap_events, std::string(to_string(c.aio.direct)).c_str(),
+                c.aio.fsync, c.buffer_count, format_size(c.buffer_size).c_str(), c.verify);
+    std::printf("#\n# %5s %-20s %5s %10s %s\n", "rank", "host", "node", "local_rank", "root, bytes");
+  }
+  // One line per rank, in rank order (each rank's root is known only to it).
+  const std::string line = fmt::format("{} {}", _topo->my_root(), format_rank_bytes(_plan.rank_bytes[static_cast<std::size_t>(_topo->rank())]));
+  constexpr int kWidth = 512;
+  std::vector<char> mine(kWidth, '\0'), all(static_cast<std::size_t>(kWidth) * static_cast<std::size_t>(_topo->world_size()));
+  std::memcpy(mine.data(), line.data(), std::min<std::size_t>(line.size(), kWidth - 1));
+  mpi_check(MPI_Gather(mine.data(), kWidth, MPI_CHAR, all.data(), kWidth, MPI_CHAR, 0, _topo->world()), "MPI_Gather (header)");
+  if (_topo->rank() == 0) {
+    for (int r = 0; r < _topo->world_size(); ++r) {
+      const auto ur = static_cast<std::size_t>(r);
+      std::printf("# %5d %-20s %5d %10d %s\n", r, _topo->hosts()[ur].c_str(), _topo->node_of_rank()[ur],
+                  _topo->local_rank_of_rank()[ur], all.data() + ur * kWidth);
+    }
+    std::printf("#\n# %5s %9s %6s %14s %9s %9s %9s %9s %9s %9s %8s\n", "step", "phase", "epoch", "bytes",
+                "time", "agg", "rank_min", "rank_mean", "rank_max", "imbalance", "#wrong");
+    std::printf("# %5s %9s %6s %14s %9s %9s %9s %9s %9s %9s %8s\n", "", "", "", "(B)", "(s)", "(GB/s)",
+                "(GB/s)", "(GB/s)", "(GB/s)", "", "");
+    std::fflush(stdout);
+  }
+}
+
+int Job::run() {
+  MPI_Comm world = MPI_COMM_WORLD;
+  int rank = 0;
+  MPI_Comm_rank(world, &rank);
+  _who = fmt::format("rank {}@{}", rank, host_name());
+
+  // Set-up steps that can fail differently per rank run collectively, so that every rank
+  // stops with the first rank's message instead of waiting for the others.
+  collectively(world, _who, [&] {
+    if (!_cli.config.empty()) _config.load_file(_cli.config);
+    _cli.apply(_config);
+    _config.validate();
+    _tensors = _config.tensors.empty() ? preset_tensors(_config.preset, _config.scale, _config.swap)
+                                       : load_tensor_list(_config.tensors, _config.swap);
+  });
+  // These fail alike on every rank (their checks are collective): report once, exit.
+  try {
+    _topo.emplace(Topology::discover(world, NodeKey::parse(_config.node_key), _config.roots));
+    _topo->check_roots();
+    _sync.emplace(_topo->world(), std::chrono::milliseconds(static_cast<long long>(_config.phase_timeout_s * 1000)));
+    PlanOptions options;
+    options.policy = _config.policy;
+    options.layout = _config.layout;
+    _plan = make_plan(_tensors, _topo->plan_topology(), options);
+    check_plan_agreement(_topo->world(), _plan.fingerprint());
+  } catch (const MpiError&) {
+    throw;
+  } catch (const Error& e) {
+    throw PhaseError(e.what(), -1);
+  }
+  _mine = _plan.pieces_of(_topo->rank());
+  header();
+
+  phase(0, "setup", 0, [&](PhaseReport&) {
+    AioConfig aio = _config.aio;
+    aio.fsync = false;  // the job syncs each rank's files once per swap-out phase
+    _engine = make_engine(_config.backend, aio);
+    _staging.emplace(_config.buffer_size, _config.buffer_count, DType::u8);
+    _swapper.emplace(*_engine, _staging->allocate_all(_config.buffer_size));
+    _files = open_files(_plan, *_topo, _config);
+  });
+  phase(0, "swap-out", 0, [&](PhaseReport& r) { swap_out(0, r); });
+  for (int step = 1; step <= _config.steps; ++step) {
+    phase(step, "swap-in", step - 1, [&](PhaseReport& r) { swap_in(step - 1, r); });
+    if (_config.allgather) phase(step, "allgather", step - 1, [&](PhaseReport& r) { allgather(step - 1, r); });
+    phase(step, "swap-out", step, [&](PhaseReport& r) { swap_out(step, r); });
+  }
+  phase(_config.steps + 1, "swap-in", _config.steps, [&](PhaseReport& r) { swap_in(_config.steps, r); });
+
+  if (_cli.cleanup) {
+    for (int slot = 0; slot < _config.slots; ++slot)
+      for (const auto& f : _files.files[slot]) ::unlink(f.path().c_str());
+  }
+  if (_topo->rank() == 0) {
+    std::printf("#\n# Wrong values: %llu %s\n", static_cast<unsigned long long>(_wrong), _wrong == 0 ? "OK" : "ERROR");
+    std::printf("# Avg swap-out bandwidth: %.2f GB/s  Avg swap-in bandwidth: %.2f GB/s (aggregate over ranks)\n#\n",
+                _out_count ? _out_gbps_sum / _out_count : 0.0, _in_count ? _in_gbps_sum / _in_count : 0.0);
+    if (!_cli.json.empty()) {
+      json ranks = json::array();
+      for (int r = 0; r < _topo->world_size(); ++r) {
+        const auto ur = static_cast<std::size_t>(r);
+        ranks.push_back({{"rank", r}, {"host", _topo->hosts()[ur]}, {"node", _topo->node_of_rank()[ur]},
+                         {"local_rank", _topo->local_rank_of_rank()[ur]}, {"bytes", _plan.rank_bytes[ur]}});
+      }
+      json nodes = json::array();
+      for (auto b : _plan.node_bytes) nodes.push_back(b);
+      const json doc{{"tool", "swapcoord run"}, {"version", SWAPCOORD_VERSION}, {"mpi", mpi_library_version()},
+                     {"argv", _argv}, {"config", _config.to_json()}, {"world_size", _topo->world_size()},
+                     {"node_count", _topo->node_count()}, {"tensors", _tensors.size()},
+                     {"plan", {{"fingerprint", fmt::format("{:016x}", _plan.fingerprint())},
+                               {"total_bytes", _plan.total_bytes()}, {"rank_imbalance", _plan.rank_imbalance()},
+                               {"node_imbalance", _plan.node_imbalance()}, {"node_bytes", nodes}}},
+                     {"ranks", ranks}, {"phases", _phases}, {"wrong", _wrong},
+                     {"result", _wrong == 0 ? "ok" : "wrong values"}};
+      std::ofstream out(_cli.json);
+      out << doc.dump(2) << "\n";
+      if (!out) log::error(fmt::format("--json: cannot write '{}'", _cli.json));
+    }
+  }
+  return _wrong == 0 ? kExitOk : kExitWrongData;
+}
+
+}  // namespace
+
+std::shared_ptr<RunCli> add_run_command(CLI::App& app) {
+  auto cli = std::make_shared<RunCli>();
+  auto* cmd = app.add_subcommand("run", "The main job: a training loop that swaps a model's tensors "
+                                        "out and in across all MPI ranks, verifying every value");
+  add_flags(cmd, *cli);
+  return cli;
+}
+
+int run_job(const RunCli& cli, const std::vector<std::string>& argv) {
+  MpiSession mpi(nullptr, nullptr);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const std::string who = fmt::format("rank {}@{}", rank, host_name());
+  try {
+    Job job(RunConfig{}, cli, argv);
+    return job.run();
+  } catch (const PhaseTimeout& e) {
+    std::fprintf(stderr, "%s: %s; aborting the job\n", who.c_str(), e.what());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, kExitError);
+  } catch (const PhaseError& e) {
+    // Every rank knows; the message names the failing rank (or is the same everywhere).
+    if (rank == 0) std::fprintf(stderr, "%s\n", e.what());
+  } catch (const ConfigError& e) {
+    if (rank == 0) std::fprintf(stderr, "%s\n", e.what());
+  } catch (const std::exception& e) {
+    // Unexpected and possibly on this rank only: the others could wait forever.
+    std::fprintf(stderr, "%s: %s; aborting the job\n", who.c_str(), e.what());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, kExitError);
+  }
+  return kExitError;
+}
+
+}  // namespace swapcoord::app
