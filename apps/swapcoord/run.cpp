@@ -7,6 +7,7 @@
 // so shards and whole tensors agree) is mix(t, w, e); padding after a piece is zero.
 // Epoch 0 is written before step 1; step s verifies epoch s-1 and writes epoch s into
 // slot s % slots; a final swap-in verifies the last epoch.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,6 +48,7 @@ struct RunCli {
   int steps = 0, slots = 0;
   std::size_t buffer_count = 0, queue_depth = 0, threads = 0;
   bool verify = true, fsync = true, allgather = false, cleanup = false;
+  int corrupt_epoch = -1;  // testing aid: damage one word on disk after this swap-out
   std::vector<std::pair<CLI::Option*, void (*)(const RunCli&, RunConfig&)>> overrides;
 
   void apply(RunConfig& c) const {
@@ -213,6 +215,10 @@ void add_flags(CLI::App* cmd, RunCli& c) {
        [](const RunCli& f, RunConfig& r) { r.phase_timeout_s = f.phase_timeout; });
   flag(cmd->add_option("--node-key", c.node_key, "How ranks form nodes: shared, slurm, env:VAR"),
        [](const RunCli& f, RunConfig& r) { r.node_key = f.node_key; });
+  cmd->add_option("--inject-corruption", c.corrupt_epoch,
+                  "Testing aid: after the swap-out of this epoch, rank 0 overwrites 8 bytes of its "
+                  "first piece on disk, which the next swap-in must report")
+      ->group("Testing");
   flag(cmd->add_flag("--allgather", c.allgather, "Sharded policy: rebuild every tensor on every rank after each swap-in"),
        [](const RunCli& f, RunConfig& r) { r.allgather = f.allgather; });
 }
@@ -253,6 +259,7 @@ class Job {
   void swap_out(int epoch, PhaseReport& report);
   void swap_in(int epoch, PhaseReport& report);
   void allgather(int epoch, PhaseReport& report);
+  void corrupt(const SwapLocation& where) const;
   void header();
 
   RunConfig _config;
@@ -317,6 +324,19 @@ void Job::swap_out(int epoch, PhaseReport& report) {
   if (_config.aio.fsync)
     for (const auto& file : _files.files[slot]) file.sync();
   for (const auto& l : locations) report.bytes += l.bytes;
+  if (epoch == _cli.corrupt_epoch && _topo->rank() == 0 && !locations.empty()) corrupt(locations.front());
+}
+
+void Job::corrupt(const SwapLocation& where) const {
+  // Through a separate buffered descriptor, as another program damaging the file would.
+  const std::uint64_t offset = where.offset + std::min<std::uint64_t>(_mine.front().bytes / 2 / 8 * 8, where.bytes - 8);
+  UniqueFd fd(::open(where.file->path().c_str(), O_WRONLY | O_CLOEXEC));
+  const std::uint64_t junk = 0x0badc0ffee0ddf00ULL;
+  if (!fd || ::pwrite(fd.get(), &junk, sizeof junk, static_cast<off_t>(offset)) != sizeof junk ||
+      ::fdatasync(fd.get()) != 0)
+    throw SystemError(fmt::format("--inject-corruption: cannot write '{}'", where.file->path()), errno);
+  log::warn(fmt::format("--inject-corruption: overwrote 8 bytes at offset {} of '{}'", offset,
+                        where.file->path()));
 }
 
 void Job::swap_in(int epoch, PhaseReport& report) {
@@ -401,6 +421,10 @@ void Job::header() {
                 c.backend.c_str(), c.aio.block_size, c.aio.queue_depth, c.aio.intra_op_parallelism,
                 c.aio.single_submit, c.aio.overlap_events, std::string(to_string(c.aio.direct)).c_str(),
                 c.aio.fsync, c.buffer_count, format_size(c.buffer_size).c_str(), c.verify);
+    std::string per_node;
+    for (std::size_t n = 0; n < _plan.node_bytes.size(); ++n)
+      per_node += fmt::format("{}node {}: {}", n ? ", " : "", n, format_rank_bytes(_plan.node_bytes[n]));
+    std::printf("# bytes per node: %s\n", per_node.c_str());
     std::printf("#\n# %5s %-20s %5s %10s %s\n", "rank", "host", "node", "local_rank", "root, bytes");
   }
   // One line per rank, in rank order (each rank's root is known only to it).

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A rank that stops (SIGSTOP: alive, never arriving) must end the job within the phase
-# deadline, with a message naming the phase, the epoch and the ranks that did arrive.
-#   stalled_rank.sh MPIEXEC "FLAGS" SWAPCOORD WORKDIR
+# A rank that stops (STOP: SIGSTOP, alive but never arriving) must end the job within the
+# phase deadline, with a message naming the phase, the epoch and the ranks that did
+# arrive. A rank that dies (KILL: SIGKILL) must end the job too, within the same time.
+#   stalled_rank.sh MPIEXEC "FLAGS" SWAPCOORD WORKDIR STOP|KILL
 set -u
-mpiexec=$1 flags=$2 app=$3 work=$4
+mpiexec=$1 flags=$2 app=$3 work=$4 mode=${5:-STOP}
 rm -rf "$work" && mkdir -p "$work/root"
 timeout_s=3
 # shellcheck disable=SC2086
@@ -23,7 +24,7 @@ if [ -z "$victim" ]; then
   echo "could not find rank 2's process"; kill -9 "$launcher"; cat "$work/out" "$work/err"; exit 1
 fi
 stopped_at=$(date +%s%N)
-kill -STOP "$victim"
+kill -"$mode" "$victim"
 # The job must end by itself within the deadline (rank 0: timeout; plus start-up slack).
 ended=0
 for _ in $(seq 1 300); do
@@ -34,10 +35,15 @@ elapsed_ms=$(( ($(date +%s%N) - stopped_at) / 1000000 ))
 kill -CONT "$victim" 2>/dev/null; kill -9 "$victim" 2>/dev/null
 wait "$launcher"; rc=$?
 echo "--- stdout (tail)"; tail -5 "$work/out"; echo "--- stderr"; cat "$work/err"
-echo "exit code $rc, ${elapsed_ms} ms after rank 2 stopped"
+echo "exit code $rc, ${elapsed_ms} ms after rank 2 got SIG$mode"
 if [ "$ended" != 1 ]; then echo "FAIL: the job did not end within 30 s"; kill -9 "$launcher"; exit 1; fi
 if [ "$rc" = 0 ]; then echo "FAIL: exit code 0"; exit 1; fi
-grep -q "did not end within $timeout_s s: ranks 0-1,3 arrived, ranks 2 did not" "$work/err" ||
-  { echo "FAIL: no message naming the missing rank"; exit 1; }
+if [ "$elapsed_ms" -gt $(( (timeout_s + 10) * 1000 )) ]; then
+  echo "FAIL: the job took ${elapsed_ms} ms to end, more than the ${timeout_s} s deadline + 10 s"; exit 1
+fi
+if [ "$mode" = STOP ]; then
+  grep -q "did not end within $timeout_s s: ranks 0-1,3 arrived, ranks 2 did not" "$work/err" ||
+    { echo "FAIL: no message naming the missing rank"; exit 1; }
+fi
 rm -rf "$work"
 echo "PASS"
