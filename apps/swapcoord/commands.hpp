@@ -39,4 +39,11 @@ std::shared_ptr<RunCli> add_run_command(CLI::App& app);
 // Initialises MPI; collective over MPI_COMM_WORLD; returns the exit code.
 int run_job(const RunCli& cli, const std::vector<std::string>& argv);
 
+struct CatalogCli;  // the flags of `swapcoord verify` and `inspect` (catalog_commands.cpp)
+std::shared_ptr<CatalogCli> add_verify_command(CLI::App& app);
+std::shared_ptr<CatalogCli> add_inspect_command(CLI::App& app);
+// verify: collective over MPI_COMM_WORLD (initialises MPI); inspect: no MPI.
+int run_verify(const CatalogCli& cli, const std::vector<std::string>& argv);
+int run_inspect(const CatalogCli& cli);
+
 }  // namespace swapcoord::app

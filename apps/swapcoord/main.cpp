@@ -1,5 +1,5 @@
 // swapcoord: one executable, one subcommand per job: `run` (the main job, under mpirun)
-// and `bench`; `inspect` and `verify` come with the catalog layer.
+// `verify` and `inspect` (catalogs), and `bench`.
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   app::BenchOptions bench;
   app::add_bench_command(app, bench);
   const auto run = app::add_run_command(app);
+  const auto verify = app::add_verify_command(app);
+  const auto inspect = app::add_inspect_command(app);
 
   const std::vector<std::string> args(argv, argv + argc);
   try {
@@ -36,6 +38,8 @@ int main(int argc, char** argv) {
     log::set_level(log::parse_level(level));
     if (app.got_subcommand("bench")) return app::run_bench(bench, args);
     if (app.got_subcommand("run")) return app::run_job(*run, args);
+    if (app.got_subcommand("verify")) return app::run_verify(*verify, args);
+    if (app.got_subcommand("inspect")) return app::run_inspect(*inspect);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rank 0@%s: %s\n", app::host_name().c_str(), e.what());
     return app::kExitError;

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
+#include <ctime>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +23,7 @@
 #include <optional>
 
 #include <CLI/CLI.hpp>
+#include <xxhash.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -29,6 +32,7 @@
 #include "model.hpp"
 #include "run_config.hpp"
 #include "swapcoord/buffer/swap_buffer_manager.hpp"
+#include "swapcoord/catalog/catalog.hpp"
 #include "swapcoord/common/log.hpp"
 #include "swapcoord/config.hpp"
 #include "swapcoord/coord/mpi.hpp"
@@ -49,6 +53,9 @@ struct RunCli {
   std::size_t buffer_count = 0, queue_depth = 0, threads = 0;
   bool verify = true, fsync = true, allgather = false, cleanup = false;
   int corrupt_epoch = -1;  // testing aid: damage one word on disk after this swap-out
+  bool resume = false, verify_checksums = false;
+  std::string crash_at;    // testing aid: where to SIGKILL this process
+  int crash_epoch = 0, crash_rank = 0;
   std::vector<std::pair<CLI::Option*, void (*)(const RunCli&, RunConfig&)>> overrides;
 
   void apply(RunConfig& c) const {
@@ -122,36 +129,59 @@ std::uint64_t check_piece(const PlanPiece& piece, std::size_t element_size, int 
   return wrong;
 }
 
-struct RankSetup {
-  std::vector<SwapFile> files[2];          // this rank's files, per slot
-  std::vector<SwapLocation> locations[2];  // per owned piece, per slot
-};
+// This rank's swap files and the locations of its pieces, per slot. A slot's files are
+// created (preallocated) by the first swap-out into that slot, so that a resumed job does
+// not truncate files it still has to read, and a full disk shows up in that swap-out.
+struct RankFiles {
+  bool ready[2] = {false, false};
+  std::vector<SwapFile> files[2];
+  std::vector<SwapLocation> locations[2];  // per owned piece
+  std::size_t first_file = 0;              // the index of this rank's first file in the plan
 
-// Creates (preallocates) this rank's files for every slot and the locations of its pieces.
-RankSetup open_files(const SwapPlan& plan, const Topology& topo, const RunConfig& config) {
-  RankSetup setup;
-  const int rank = topo.rank();
-  const auto first = std::lower_bound(plan.files.begin(), plan.files.end(), rank,
-                                      [](const PlanFile& f, int r) { return f.owner < r; });
-  const auto first_index = static_cast<std::size_t>(first - plan.files.begin());
-  const auto pieces = plan.pieces_of(rank);
-  for (int slot = 0; slot < config.slots; ++slot) {
-    auto& files = setup.files[slot];
+  void create(int slot, const SwapPlan& plan, const Topology& topo, const RunConfig& config) {
+    if (ready[slot]) return;
+    const int rank = topo.rank();
+    const auto first = std::lower_bound(plan.files.begin(), plan.files.end(), rank,
+                                        [](const PlanFile& f, int r) { return f.owner < r; });
+    first_file = static_cast<std::size_t>(first - plan.files.begin());
+    auto& out = files[slot];
+    out.clear();
     for (auto it = first; it != plan.files.end() && it->owner == rank; ++it) {
       const std::string& root = topo.roots().at(static_cast<std::size_t>(it->root));
       const std::filesystem::path path = std::filesystem::path(root) / file_relative_path(*it, config.job, slot);
       std::error_code ec;
       std::filesystem::create_directories(path.parent_path(), ec);
       if (ec)
-        throw SystemError(fmt::format("cannot create directory '{}'", path.parent_path().string()),
-                          ec.value());
-      files.push_back(SwapFile::create(path.string(), it->size_bytes, config.aio.direct));
+        throw SystemError(fmt::format("cannot create directory '{}'", path.parent_path().string()), ec.value());
+      out.push_back(SwapFile::create(path.string(), it->size_bytes, config.aio.direct));
     }
-    auto& locations = setup.locations[slot];
-    for (const auto& p : pieces)
-      locations.push_back({&files.at(p.file - first_index), p.offset, p.aligned_bytes});
+    auto& where = locations[slot];
+    where.clear();
+    for (const auto& p : plan.pieces_of(rank)) where.push_back({&out.at(p.file - first_file), p.offset, p.aligned_bytes});
+    ready[slot] = true;
   }
-  return setup;
+};
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+std::string absolute_path(const std::string& path) {
+  return std::filesystem::absolute(path).lexically_normal().string();
+}
+
+// Rank 0's `text` on every rank.
+std::string broadcast_string(MPI_Comm comm, std::string text) {
+  unsigned long long length = text.size();
+  mpi_check(MPI_Bcast(&length, 1, MPI_UNSIGNED_LONG_LONG, 0, comm), "MPI_Bcast (length)");
+  text.resize(length);
+  mpi_check(MPI_Bcast(text.data(), static_cast<int>(length), MPI_CHAR, 0, comm), "MPI_Bcast (text)");
+  return text;
 }
 
 std::string format_rank_bytes(std::uint64_t bytes) {
@@ -215,6 +245,15 @@ void add_flags(CLI::App* cmd, RunCli& c) {
        [](const RunCli& f, RunConfig& r) { r.phase_timeout_s = f.phase_timeout; });
   flag(cmd->add_option("--node-key", c.node_key, "How ranks form nodes: shared, slurm, env:VAR"),
        [](const RunCli& f, RunConfig& r) { r.node_key = f.node_key; });
+  cmd->add_flag("--resume", c.resume, "Continue from the last committed epoch in the catalog");
+  cmd->add_flag("--verify-checksums", c.verify_checksums,
+                "With --resume: also check every piece's checksum before starting");
+  cmd->add_option("--crash-at", c.crash_at,
+                  "Testing aid: SIGKILL --crash-rank at swap-out (halfway), sync, commit, written or renamed")
+      ->group("Testing")
+      ->check(CLI::IsMember({"swap-out", "sync", "commit", "written", "renamed"}));
+  cmd->add_option("--crash-epoch", c.crash_epoch, "Testing aid: the epoch of --crash-at")->group("Testing");
+  cmd->add_option("--crash-rank", c.crash_rank, "Testing aid: the rank of --crash-at")->group("Testing");
   cmd->add_option("--inject-corruption", c.corrupt_epoch,
                   "Testing aid: after the swap-out of this epoch, rank 0 overwrites 8 bytes of its "
                   "first piece on disk, which the next swap-in must report")
@@ -260,6 +299,10 @@ class Job {
   void swap_in(int epoch, PhaseReport& report);
   void allgather(int epoch, PhaseReport& report);
   void corrupt(const SwapLocation& where) const;
+  void commit(int epoch);
+  void resume_swap_in(int epoch, PhaseReport& report);
+  void crash_if(std::string_view point, int epoch) const;
+  std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> _hash{XXH64_createState(), &XXH64_freeState};
   void header();
 
   RunConfig _config;
@@ -273,7 +316,11 @@ class Job {
   std::unique_ptr<IoEngine> _engine;
   std::optional<SwapBufferManager> _staging;
   std::optional<AsyncTensorSwapper> _swapper;
-  RankSetup _files;
+  RankFiles _files;
+  std::vector<std::uint64_t> _checksums;  // XXH64 of each owned piece, from the last swap-out
+  std::string _catalog_dir;               // rank 0's first root / job, absolute
+  std::optional<Catalog> _resumed;        // the catalog a --resume started from
+  double _last_out_s = 0, _last_in_s = 0;
   std::optional<PhaseSync> _sync;
   json _phases = json::array();
   std::uint64_t _wrong = 0;
@@ -291,6 +338,8 @@ void Job::phase(int step, const char* name, int epoch, const std::function<void(
     report.message = fmt::format("{}: {} (phase {}, epoch {})", _who, e.what(), name, epoch);
   }
   report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (std::string_view(name) == "swap-out") _last_out_s = report.seconds;
+  if (std::string_view(name) == "swap-in") _last_in_s = report.seconds;
   const PhaseStats s = _sync->end_phase(name, epoch, report);
   _wrong += s.wrong;
   if (std::string_view(name) == "swap-out") {
@@ -316,15 +365,105 @@ void Job::phase(int step, const char* name, int epoch, const std::function<void(
 
 void Job::swap_out(int epoch, PhaseReport& report) {
   const int slot = epoch % _config.slots;
+  _files.create(slot, _plan, *_topo, _config);
   const auto& locations = _files.locations[slot];
+  XXH64_state_t* hash = _hash.get();
   _swapper->write_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
     const PlanPiece& p = _mine[i];
+    if (offset == 0 && i == _mine.size() / 2) crash_if("swap-out", epoch);
     fill_piece(p, dtype_size(_tensors[p.tensor].dtype), epoch, offset, out);
+    // The checksum covers the piece's data bytes, not the padding after them.
+    if (offset == 0) XXH64_reset(hash, 0);
+    if (offset < p.bytes) {
+      const auto data = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), p.bytes - offset));
+      XXH64_update(hash, out.data(), data);
+      if (offset + data == p.bytes) _checksums[i] = XXH64_digest(hash);
+    }
   });
+  crash_if("sync", epoch);
   if (_config.aio.fsync)
     for (const auto& file : _files.files[slot]) file.sync();
   for (const auto& l : locations) report.bytes += l.bytes;
   if (epoch == _cli.corrupt_epoch && _topo->rank() == 0 && !locations.empty()) corrupt(locations.front());
+}
+
+void Job::commit(int epoch) {
+  crash_if("commit", epoch);
+  const int slot = epoch % _config.slots;
+  Catalog header;
+  header.job = _config.job;
+  header.epoch = epoch;
+  header.slot = slot;
+  header.slots = _config.slots;
+  header.world_size = _topo->world_size();
+  header.node_count = _topo->node_count();
+  header.layout = std::string(to_string(_config.layout));
+  header.policy = std::string(to_string(_config.policy));
+  header.alignment = _plan.options.alignment_bytes;
+  header.plan_fingerprint = fmt::format("{:016x}", _plan.fingerprint());
+  header.config_json = _config.to_json().dump();
+  header.created = utc_now();
+  CatalogPart part;
+  for (std::size_t i = 0; i < _mine.size(); ++i) {
+    const PlanPiece& p = _mine[i];
+    part.tensors.push_back({p.tensor, _tensors[p.tensor].name, _tensors[p.tensor].dtype, p.numel, p.element_offset,
+                            p.shard, p.shard_count, p.owner, p.node, p.root, p.file, p.offset, p.bytes,
+                            p.aligned_bytes, _checksums[i], epoch});
+  }
+  for (std::size_t k = 0; k < _files.files[slot].size(); ++k) {
+    const PlanFile& f = _plan.files[_files.first_file + k];
+    part.files.push_back({file_relative_path(f, _config.job, slot), f.owner, f.root, f.size_bytes});
+  }
+  if (_topo->local_rank() == 0)
+    for (std::size_t i = 0; i < _topo->roots().size(); ++i)
+      part.roots.push_back({_topo->node(), static_cast<std::int32_t>(i), absolute_path(_topo->roots()[i])});
+  part.rank = {_topo->rank(), _topo->node(), _topo->local_rank(), _topo->host(),
+               _plan.rank_bytes[static_cast<std::size_t>(_topo->rank())], _last_out_s, _last_in_s};
+  commit_catalog(_topo->world(), _catalog_dir, header, part, [&](const char* stage) { crash_if(stage, epoch); });
+}
+
+void Job::crash_if(std::string_view point, int epoch) const {
+  if (_cli.crash_at != point || _cli.crash_epoch != epoch || _cli.crash_rank != _topo->rank()) return;
+  std::fprintf(stderr, "%s: --crash-at %s: killing this process in epoch %d\n", _who.c_str(),
+               std::string(point).c_str(), epoch);
+  std::fflush(stderr);
+  ::raise(SIGKILL);
+}
+
+void Job::resume_swap_in(int epoch, PhaseReport& report) {
+  // Read what this rank now owns from wherever the catalog says it is (the old layout,
+  // possibly of another world size), in staging-buffer chunks, and check every value.
+  const CatalogIndex index(*_resumed, _tensors);
+  const Catalog& c = *_resumed;
+  std::vector<std::optional<SwapFile>> files(c.files.size());
+  PinnedAllocation buffer(_config.buffer_size);
+  std::vector<CatalogSegment> segments;
+  std::vector<std::string> notes;
+  for (const PlanPiece& p : _mine) {
+    const std::size_t element = dtype_size(_tensors[p.tensor].dtype);
+    const std::uint64_t begin = p.element_offset * element;
+    segments.clear();
+    index.locate(p.tensor, begin, begin + p.bytes, segments);
+    for (const CatalogSegment& seg : segments) {
+      if (!files[seg.file]) files[seg.file].emplace(SwapFile::open(c.file_path(seg.file), _config.aio.direct));
+      for (std::uint64_t done = 0; done < seg.read_bytes; done += _config.buffer_size) {
+        const std::uint64_t length = std::min<std::uint64_t>(_config.buffer_size, seg.read_bytes - done);
+        const IoRequest read{IoOp::read, &*files[seg.file], buffer.data(), seg.file_offset + done, length};
+        _engine->run({&read, 1});
+        report.bytes += length;
+        if (!_config.verify || done >= seg.bytes) continue;
+        const std::uint64_t data = std::min<std::uint64_t>(length, seg.bytes - done);
+        std::optional<std::uint64_t> first;
+        const auto wrong = check_piece(p, element, epoch, seg.tensor_offset - begin + done,
+                                       {buffer.data(), static_cast<std::size_t>(data)}, first);
+        report.wrong += wrong;
+        if (wrong > 0 && notes.size() < 3)
+          notes.push_back(fmt::format("'{}' element {} ({} wrong in '{}' at {})", _tensors[p.tensor].name, *first,
+                                      wrong, files[seg.file]->path(), seg.file_offset + done));
+      }
+    }
+  }
+  if (!notes.empty()) report.message = _who + ": " + join(notes, "; ");
 }
 
 void Job::corrupt(const SwapLocation& where) const {
@@ -341,6 +480,7 @@ void Job::corrupt(const SwapLocation& where) const {
 
 void Job::swap_in(int epoch, PhaseReport& report) {
   const int slot = epoch % _config.slots;
+  if (!_files.ready[slot]) throw Error(fmt::format("swap-in of epoch {}: slot {} was never written", epoch, slot));
   const auto& locations = _files.locations[slot];
   std::vector<std::string> notes;
   _swapper->read_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
@@ -416,6 +556,12 @@ void Job::header() {
                 std::string(to_string(c.policy)).c_str(), std::string(to_string(c.layout)).c_str(), c.slots,
                 _topo->world_size(), _topo->node_count(), c.node_key.c_str(),
                 static_cast<unsigned long long>(_plan.fingerprint()), _plan.rank_imbalance(), _plan.node_imbalance());
+    if (_resumed)
+      std::printf("# resume: epoch %d from %s/catalog.h5 (written by %d ranks on %d nodes, policy %s, layout %s, "
+                  "fingerprint %s)%s\n", _resumed->epoch, _catalog_dir.c_str(), _resumed->world_size,
+                  _resumed->node_count, _resumed->policy.c_str(), _resumed->layout.c_str(),
+                  _resumed->plan_fingerprint.c_str(),
+                  _resumed->plan_fingerprint == fmt::format("{:016x}", _plan.fingerprint()) ? "" : "; re-partitioned");
     std::printf("# aio: backend %s, block_size %zu, queue_depth %zu, threads %zu, single_submit %d, "
                 "overlap_events %d, direct %s, fsync %d; staging %zu x %s pinned per rank; verify %d\n",
                 c.backend.c_str(), c.aio.block_size, c.aio.queue_depth, c.aio.intra_op_parallelism,
@@ -478,6 +624,25 @@ int Job::run() {
     throw PhaseError(e.what(), -1);
   }
   _mine = _plan.pieces_of(_topo->rank());
+  _checksums.assign(_mine.size(), 0);
+  _catalog_dir = broadcast_string(_topo->world(), absolute_path(_topo->my_root() + "/" + _config.job));
+  if (_cli.resume) {
+    // Every rank reads the catalog and checks it against the model and the files.
+    collectively(_topo->world(), _who, [&] {
+      const std::string path = _catalog_dir + "/catalog.h5";
+      _resumed.emplace(load_catalog(path));
+      const CatalogIndex index(*_resumed, _tensors);
+      for (std::uint32_t i = 0; i < _resumed->files.size(); ++i) {
+        const std::string file = _resumed->file_path(i);
+        std::error_code ec;
+        const auto size = std::filesystem::file_size(file, ec);
+        if (ec) throw Error(fmt::format("--resume: catalog '{}' needs '{}', which cannot be read: {}", path, file, ec.message()));
+        if (size < _resumed->files[i].size)
+          throw Error(fmt::format("--resume: '{}' has {} bytes, the catalog '{}' expects {}", file, size, path,
+                                  _resumed->files[i].size));
+      }
+    });
+  }
   header();
 
   phase(0, "setup", 0, [&](PhaseReport&) {
@@ -486,15 +651,35 @@ int Job::run() {
     _engine = make_engine(_config.backend, aio);
     _staging.emplace(_config.buffer_size, _config.buffer_count, DType::u8);
     _swapper.emplace(*_engine, _staging->allocate_all(_config.buffer_size));
-    _files = open_files(_plan, *_topo, _config);
   });
-  phase(0, "swap-out", 0, [&](PhaseReport& r) { swap_out(0, r); });
-  for (int step = 1; step <= _config.steps; ++step) {
-    phase(step, "swap-in", step - 1, [&](PhaseReport& r) { swap_in(step - 1, r); });
-    if (_config.allgather) phase(step, "allgather", step - 1, [&](PhaseReport& r) { allgather(step - 1, r); });
-    phase(step, "swap-out", step, [&](PhaseReport& r) { swap_out(step, r); });
+  // Each swap-out is committed to the catalog; the first swap-in of a resumed job reads the
+  // committed epoch from wherever the catalog says it is.
+  int first_step = 1;
+  if (_resumed) {
+    const int epoch = _resumed->epoch;
+    if (_cli.verify_checksums)
+      phase(epoch, "checksums", epoch, [&](PhaseReport& r) {
+        const auto result = verify_catalog(*_resumed, *_engine, _config.buffer_size, _topo->rank(), _topo->world_size());
+        r.bytes = result.bytes;
+        r.wrong = result.mismatches;
+        if (!result.notes.empty()) r.message = _who + ": " + join(result.notes, "; ");
+      });
+    phase(epoch + 1, "swap-in", epoch, [&](PhaseReport& r) { resume_swap_in(epoch, r); });
+    first_step = epoch + 1;
+  } else {
+    phase(0, "swap-out", 0, [&](PhaseReport& r) { swap_out(0, r); });
+    phase(0, "commit", 0, [&](PhaseReport&) { commit(0); });
   }
-  phase(_config.steps + 1, "swap-in", _config.steps, [&](PhaseReport& r) { swap_in(_config.steps, r); });
+  for (int step = first_step; step <= _config.steps; ++step) {
+    if (!(_resumed && step == first_step)) {
+      phase(step, "swap-in", step - 1, [&](PhaseReport& r) { swap_in(step - 1, r); });
+      if (_config.allgather) phase(step, "allgather", step - 1, [&](PhaseReport& r) { allgather(step - 1, r); });
+    }
+    phase(step, "swap-out", step, [&](PhaseReport& r) { swap_out(step, r); });
+    phase(step, "commit", step, [&](PhaseReport&) { commit(step); });
+  }
+  if (!_resumed || _config.steps >= first_step)
+    phase(_config.steps + 1, "swap-in", _config.steps, [&](PhaseReport& r) { swap_in(_config.steps, r); });
 
   if (_cli.cleanup) {
     for (int slot = 0; slot < _config.slots; ++slot)

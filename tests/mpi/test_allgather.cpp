@@ -22,6 +22,7 @@
 #include "swapcoord/common/error.hpp"
 #include "swapcoord/coord/plan.hpp"
 #include "swapcoord/coord/topology.hpp"
+#include "mpi_test_support.hpp"
 
 namespace swapcoord {
 namespace {
@@ -29,39 +30,9 @@ namespace {
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-// ---- helpers (collective unless said otherwise) -------------------------------------------
+using namespace test;  // the MPI helpers of mpi_test_support.hpp
 
-int world_rank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-// True on every rank when `mine` is true on every rank.
-bool all_ranks(bool mine) {
-  int value = mine ? 1 : 0, all = 0;
-  MPI_Allreduce(&value, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
-  return all != 0;
-}
-
-// Runs `body`, which must throw E on this rank, and returns what(); then checks that it threw
-// on every rank (collective), so one rank that did not throw fails the test on all ranks.
-template <class E, class F>
-std::string expect_throw_on_all_ranks(F&& body) {
-  bool threw = false;
-  std::string message;
-  try {
-    body();
-    ADD_FAILURE() << "rank " << world_rank() << ": no exception";
-  } catch (const E& e) {
-    threw = true;
-    message = e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "rank " << world_rank() << ": an exception of another type: " << e.what();
-  }
-  EXPECT_TRUE(all_ranks(threw)) << "the exception was not thrown on every rank";
-  return message;
-}
+// ---- helpers ----------------------------------------------------------------------------------
 
 // The byte at `offset` of tensor `tensor` (local: a pure function).
 std::byte pattern(std::uint32_t tensor, std::uint64_t offset) {

@@ -9,6 +9,8 @@
 // over ranks, so a rank that does not throw fails the test instead of hanging.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <memory>
 #include <mpi.h>
 
 #include <algorithm>
@@ -21,6 +23,7 @@
 
 #include "swapcoord/common/error.hpp"
 #include "swapcoord/coord/phase_sync.hpp"
+#include "mpi_test_support.hpp"
 
 namespace swapcoord {
 namespace {
@@ -34,57 +37,14 @@ using Clock = std::chrono::steady_clock;
 // A timeout no healthy test comes near (the phases here take microseconds).
 constexpr auto kTimeout = 20s;
 
+using namespace test;  // the MPI helpers of mpi_test_support.hpp
+
 // ---- helpers (collective unless said otherwise) -------------------------------------------
-
-int world_rank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-int world_size() {
-  int size = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
-
-// True on every rank when `mine` is true on every rank.
-bool all_ranks(bool mine) {
-  int value = mine ? 1 : 0, all = 0;
-  MPI_Allreduce(&value, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
-  return all != 0;
-}
 
 double max_over_ranks(double mine) {
   double all = 0;
   MPI_Allreduce(&mine, &all, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   return all;
-}
-
-// Runs `body`, which must throw E on this rank, and returns what(); `check` then looks at
-// the exception on this rank. Checks that it threw on every rank (collective), so one rank
-// that did not throw fails the test on all ranks.
-template <class E, class F, class C>
-std::string expect_throw_on_all_ranks(F&& body, C&& check) {
-  bool threw = false;
-  std::string message;
-  try {
-    body();
-    ADD_FAILURE() << "rank " << world_rank() << ": no exception";
-  } catch (const E& e) {
-    threw = true;
-    message = e.what();
-    check(e);
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "rank " << world_rank() << ": an exception of another type: " << e.what();
-  }
-  EXPECT_TRUE(all_ranks(threw)) << "the exception was not thrown on every rank";
-  return message;
-}
-
-template <class E, class F>
-std::string expect_throw_on_all_ranks(F&& body) {
-  return expect_throw_on_all_ranks<E>(std::forward<F>(body), [](const E&) {});
 }
 
 // Every figure of `stats` as bytes; true on every rank when they are the same on every rank.
@@ -530,10 +490,9 @@ TEST(PhaseSyncTimeout, RankZeroNamesThePhaseTheEpochAndTheMissingRanks) {
   const int rank = world_rank(), size = world_size();
   if (size < 2) GTEST_SKIP() << "needs a rank that does not arrive";  // same on every rank
   constexpr auto timeout = 300ms;
-  // Abandoned after the timeout: rank 0 keeps receives posted that never complete, and a
-  // rank that began keeps its broadcast posted. Leaked on purpose, so that no communicator
-  // with pending requests is freed (every rank leaks its own, so all do the same).
-  auto* sync = new PhaseSync(MPI_COMM_WORLD, timeout);
+  // Abandoned after the timeout: rank 0 has receives posted that never complete, and a rank
+  // that began waits for an outcome that never comes. The destructor cancels and frees them.
+  auto sync = std::make_unique<PhaseSync>(MPI_COMM_WORLD, timeout);
 
   // At three ranks or more, rank 1 arrives (begin() only) and the others never do.
   std::vector<int> arrived{0}, missing;

@@ -19,6 +19,7 @@
 #include "swapcoord/common/error.hpp"
 #include "swapcoord/coord/plan.hpp"
 #include "swapcoord/coord/topology.hpp"
+#include "mpi_test_support.hpp"
 
 namespace swapcoord {
 namespace {
@@ -27,64 +28,15 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
+using namespace test;  // the MPI helpers of mpi_test_support.hpp
+
 // ---- helpers (collective unless said otherwise) -------------------------------------------
-
-int world_rank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-int world_size() {
-  int size = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
-
-// True on every rank when `mine` is true on every rank.
-bool all_ranks(bool mine) {
-  int value = mine ? 1 : 0, all = 0;
-  MPI_Allreduce(&value, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
-  return all != 0;
-}
 
 // Every rank's value.
 std::vector<std::uint64_t> allgather(std::uint64_t mine) {
   std::vector<std::uint64_t> all(static_cast<std::size_t>(world_size()));
   MPI_Allgather(&mine, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T, MPI_COMM_WORLD);
   return all;
-}
-
-// Runs `body`, which must throw E on this rank, and returns what(); then checks that it threw
-// on every rank (collective), so one rank that did not throw fails the test on all ranks.
-template <class E, class F>
-std::string expect_throw_on_all_ranks(F&& body) {
-  bool threw = false;
-  std::string message;
-  try {
-    body();
-    ADD_FAILURE() << "rank " << world_rank() << ": no exception";
-  } catch (const E& e) {
-    threw = true;
-    message = e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "rank " << world_rank() << ": an exception of another type: " << e.what();
-  }
-  EXPECT_TRUE(all_ranks(threw)) << "the exception was not thrown on every rank";
-  return message;
-}
-
-// Runs `body`, which must not throw on any rank (collective check).
-template <class F>
-void expect_no_throw_on_all_ranks(F&& body) {
-  bool ok = true;
-  try {
-    body();
-  } catch (const std::exception& e) {
-    ok = false;
-    ADD_FAILURE() << "rank " << world_rank() << ": " << e.what();
-  }
-  EXPECT_TRUE(all_ranks(ok)) << "some rank threw";
 }
 
 std::string hex16(std::uint64_t value) {

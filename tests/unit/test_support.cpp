@@ -1,5 +1,7 @@
 #include "test_support.hpp"
 
+#include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -63,6 +65,21 @@ std::size_t count_pattern_mismatches(std::span<const std::byte> bytes, std::uint
     wrong += bytes[i] != want;
   }
   return wrong;
+}
+
+std::vector<std::byte> read_whole_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(fd, 0) << path;
+  std::vector<std::byte> out(static_cast<std::size_t>(::lseek(fd, 0, SEEK_END)));
+  std::size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(done));
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  EXPECT_EQ(done, out.size());
+  return out;
 }
 
 LoopFilesystem::LoopFilesystem(std::size_t size_mib, bool read_only)

@@ -1,10 +1,11 @@
 #pragma once
 // Helpers shared by the unit tests: temporary directories on a real filesystem, byte
-// patterns, and a loop-mounted small filesystem for fault injection.
+// patterns, reading a file back, and a loop-mounted small filesystem for fault injection.
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace swapcoord::test {
 
@@ -28,6 +29,10 @@ void fill_pattern(std::span<std::byte> bytes, std::uint64_t seed, std::uint64_t 
 // Number of bytes that differ from fill_pattern(seed, start).
 std::size_t count_pattern_mismatches(std::span<const std::byte> bytes, std::uint64_t seed,
                                      std::uint64_t start = 0);
+
+// The whole file at `path`, read with pread; a failure to open it or a short read is a
+// (non-fatal) gtest failure.
+std::vector<std::byte> read_whole_file(const std::string& path);
 
 // A small ext4 filesystem in a file, loop-mounted for the lifetime of the object.
 // mount_error() says why it could not be made (not root, no loop devices, ...).

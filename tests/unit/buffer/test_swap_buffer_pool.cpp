@@ -1,8 +1,6 @@
 // SwapBufferPool: walking several SwapBuffers, and moving them through a real engine.
-#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <memory>
@@ -159,21 +157,6 @@ class SwapBufferPoolEngineTest : public ::testing::TestWithParam<const char*> {
   std::unique_ptr<IoEngine> engine;
 };
 
-std::vector<std::byte> read_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  EXPECT_GE(fd, 0) << path;
-  std::vector<std::byte> out(static_cast<std::size_t>(::lseek(fd, 0, SEEK_END)));
-  std::size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(done));
-    if (n <= 0) break;
-    done += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  EXPECT_EQ(done, out.size());
-  return out;
-}
-
 TEST_P(SwapBufferPoolEngineTest, SwapOutThenSwapInRestoresTheBytes) {
   test::TempDir dir;
   constexpr std::size_t kNumel = 64 * 1024;  // f32 per buffer: 256 KiB
@@ -213,7 +196,7 @@ TEST_P(SwapBufferPoolEngineTest, SwapOutThenSwapInRestoresTheBytes) {
   EXPECT_EQ(out.bytes, total);
 
   // On disk: each tensor's bytes, then zeros up to its aligned size.
-  const auto disk = read_file(file.path());
+  const auto disk = test::read_whole_file(file.path());
   const auto locations = pool.locations();
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     SCOPED_TRACE(i);

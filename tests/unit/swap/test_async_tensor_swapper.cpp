@@ -1,8 +1,6 @@
 // AsyncTensorSwapper: tensors in ordinary memory, staged through a ring of pinned buffers.
-#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <fstream>
@@ -30,21 +28,6 @@ static_assert(!std::is_copy_assignable_v<AsyncTensorSwapper>);
 constexpr std::size_t kKiB = 1024;
 constexpr std::size_t kMiB = 1024 * kKiB;
 constexpr std::size_t kStagingBytes = kMiB;
-
-std::vector<std::byte> read_whole_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  EXPECT_GE(fd, 0) << path;
-  std::vector<std::byte> out(static_cast<std::size_t>(::lseek(fd, 0, SEEK_END)));
-  std::size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(done));
-    if (n <= 0) break;
-    done += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  EXPECT_EQ(done, out.size());
-  return out;
-}
 
 // Writes `size` bytes of 0xAB to `path` so that zeros on disk afterwards were written.
 void write_garbage(const std::string& path, std::size_t size) {
@@ -149,7 +132,7 @@ TEST_P(AsyncTensorSwapperTest, RoundTripOfManyTensors) {
   EXPECT_EQ(swapper.stats().bytes_in, 0u);
 
   // On disk: every tensor's bytes, then zeros to the aligned end (the 0xAB is gone).
-  const auto disk = read_whole_file(path);
+  const auto disk = test::read_whole_file(path);
   ASSERT_EQ(disk.size(), w.file_bytes);
   for (std::size_t i = 0; i < w.tensors.size(); ++i) {
     SCOPED_TRACE("tensor " + std::to_string(i) + " of " + std::to_string(w.storage[i].size()) + " bytes");

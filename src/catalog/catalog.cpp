@@ -1,0 +1,672 @@
+#include "swapcoord/catalog/catalog.hpp"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include <fmt/format.h>
+#include <xxhash.h>
+
+#include "swapcoord/buffer/pinned_allocation.hpp"
+#include "swapcoord/common/align.hpp"
+#include "swapcoord/io/swap_file.hpp"
+
+#include "swapcoord/coord/mpi.hpp"
+#include "swapcoord/coord/topology.hpp"
+
+namespace swapcoord {
+namespace {
+
+// ---- HDF5 plumbing -------------------------------------------------------------------
+
+// The messages on HDF5's error stack, innermost last ("; "-joined).
+std::string hdf_stack() {
+  std::string text;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_DOWNWARD,
+      [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
+        auto& out = *static_cast<std::string*>(data);
+        if (e->desc && *e->desc) out += (out.empty() ? "" : "; ") + std::string(e->desc);
+        return 0;
+      },
+      &text);
+  H5Eclear2(H5E_DEFAULT);
+  return text.empty() ? std::string("no detail from HDF5") : text;
+}
+
+[[noreturn]] void hdf_fail(const std::string& what) { throw HdfError(fmt::format("{}: {}", what, hdf_stack())); }
+
+hid_t hdf_check(hid_t id, const std::string& what) {
+  if (id < 0) hdf_fail(what);
+  return id;
+}
+void hdf_check_status(herr_t rc, const std::string& what) {
+  if (rc < 0) hdf_fail(what);
+}
+
+// Owns an HDF5 identifier of any kind; closes it (errors ignored) on destruction.
+class H5Handle {
+ public:
+  H5Handle() = default;
+  explicit H5Handle(hid_t id) : _id(id) {}
+  H5Handle(H5Handle&& other) noexcept : _id(std::exchange(other._id, H5I_INVALID_HID)) {}
+  H5Handle& operator=(H5Handle&& other) noexcept {
+    if (this != &other) {
+      reset();
+      _id = std::exchange(other._id, H5I_INVALID_HID);
+    }
+    return *this;
+  }
+  H5Handle(const H5Handle&) = delete;
+  H5Handle& operator=(const H5Handle&) = delete;
+  ~H5Handle() { reset(); }
+  hid_t get() const { return _id; }
+  void reset() {
+    if (_id >= 0 && H5Iis_valid(_id) > 0) {
+      switch (H5Iget_type(_id)) {
+        case H5I_FILE: H5Fclose(_id); break;
+        case H5I_DATASET: H5Dclose(_id); break;
+        case H5I_DATASPACE: H5Sclose(_id); break;
+        case H5I_DATATYPE: H5Tclose(_id); break;
+        case H5I_ATTR: H5Aclose(_id); break;
+        case H5I_GENPROP_LST: H5Pclose(_id); break;
+        default: H5Idec_ref(_id); break;
+      }
+    }
+    _id = H5I_INVALID_HID;
+  }
+
+ private:
+  hid_t _id = H5I_INVALID_HID;
+};
+
+H5Handle make(hid_t id, const std::string& what) { return H5Handle(hdf_check(id, what)); }
+
+// Quiets HDF5's own printing of errors for the life of the process; we report them.
+void quiet_hdf5() {
+  static const bool done = [] {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    return true;
+  }();
+  (void)done;
+}
+
+H5Handle fixed_string(std::size_t bytes) {
+  H5Handle type = make(H5Tcopy(H5T_C_S1), "H5Tcopy");
+  hdf_check_status(H5Tset_size(type.get(), bytes), "H5Tset_size");
+  hdf_check_status(H5Tset_strpad(type.get(), H5T_STR_NULLTERM), "H5Tset_strpad");
+  return type;
+}
+
+void copy_string(char* into, std::size_t size, const std::string& from, const char* what) {
+  if (from.size() >= size)
+    throw Error(fmt::format("catalog: {} '{}' is longer than {} bytes", what, from, size - 1));
+  std::memset(into, 0, size);
+  std::memcpy(into, from.data(), from.size());
+}
+
+std::string read_string(const char* from, std::size_t size) {
+  return std::string(from, strnlen(from, size));
+}
+
+// ---- records (the in-file layout of each dataset) -----------------------------------
+
+constexpr std::size_t kName = kCatalogNameBytes;
+
+struct TensorRecord {
+  std::uint32_t id;
+  char name[kName];
+  char dtype[16];
+  std::uint64_t numel, element_offset;
+  std::uint32_t shard, shard_count;
+  std::int32_t owner, node, root;
+  std::uint32_t file;
+  std::uint64_t offset, bytes, aligned_bytes, checksum;
+  std::int32_t epoch;
+};
+struct FileRecord {
+  char path[kName];
+  std::int32_t owner, root;
+  std::uint64_t size;
+};
+struct RootRecord {
+  std::int32_t node, index;
+  char path[1024];
+};
+struct RankRecord {
+  std::int32_t rank, node, local_rank;
+  char host[kName];
+  std::uint64_t bytes;
+  double swap_out_s, swap_in_s;
+};
+
+// One compound member: name, offset, HDF5 type, and the class a loaded file must have.
+struct Member {
+  const char* name;
+  std::size_t offset;
+  hid_t type;  // a predefined native type, or -1 for a fixed string of `string_bytes`
+  std::size_t string_bytes;
+};
+
+#define SC_MEMBER(record, field, type) Member{#field, offsetof(record, field), type, 0}
+#define SC_STRING(record, field) Member{#field, offsetof(record, field), -1, sizeof(record::field)}
+
+const std::vector<Member>& tensor_members() {
+  static const std::vector<Member> m{
+      SC_MEMBER(TensorRecord, id, H5T_NATIVE_UINT32), SC_STRING(TensorRecord, name),
+      SC_STRING(TensorRecord, dtype), SC_MEMBER(TensorRecord, numel, H5T_NATIVE_UINT64),
+      SC_MEMBER(TensorRecord, element_offset, H5T_NATIVE_UINT64),
+      SC_MEMBER(TensorRecord, shard, H5T_NATIVE_UINT32), SC_MEMBER(TensorRecord, shard_count, H5T_NATIVE_UINT32),
+      SC_MEMBER(TensorRecord, owner, H5T_NATIVE_INT32), SC_MEMBER(TensorRecord, node, H5T_NATIVE_INT32),
+      SC_MEMBER(TensorRecord, root, H5T_NATIVE_INT32), SC_MEMBER(TensorRecord, file, H5T_NATIVE_UINT32),
+      SC_MEMBER(TensorRecord, offset, H5T_NATIVE_UINT64), SC_MEMBER(TensorRecord, bytes, H5T_NATIVE_UINT64),
+      SC_MEMBER(TensorRecord, aligned_bytes, H5T_NATIVE_UINT64),
+      SC_MEMBER(TensorRecord, checksum, H5T_NATIVE_UINT64), SC_MEMBER(TensorRecord, epoch, H5T_NATIVE_INT32)};
+  return m;
+}
+const std::vector<Member>& file_members() {
+  static const std::vector<Member> m{SC_STRING(FileRecord, path), SC_MEMBER(FileRecord, owner, H5T_NATIVE_INT32),
+                                     SC_MEMBER(FileRecord, root, H5T_NATIVE_INT32),
+                                     SC_MEMBER(FileRecord, size, H5T_NATIVE_UINT64)};
+  return m;
+}
+const std::vector<Member>& root_members() {
+  static const std::vector<Member> m{SC_MEMBER(RootRecord, node, H5T_NATIVE_INT32),
+                                     SC_MEMBER(RootRecord, index, H5T_NATIVE_INT32), SC_STRING(RootRecord, path)};
+  return m;
+}
+const std::vector<Member>& rank_members() {
+  static const std::vector<Member> m{
+      SC_MEMBER(RankRecord, rank, H5T_NATIVE_INT32), SC_MEMBER(RankRecord, node, H5T_NATIVE_INT32),
+      SC_MEMBER(RankRecord, local_rank, H5T_NATIVE_INT32), SC_STRING(RankRecord, host),
+      SC_MEMBER(RankRecord, bytes, H5T_NATIVE_UINT64), SC_MEMBER(RankRecord, swap_out_s, H5T_NATIVE_DOUBLE),
+      SC_MEMBER(RankRecord, swap_in_s, H5T_NATIVE_DOUBLE)};
+  return m;
+}
+
+#undef SC_MEMBER
+#undef SC_STRING
+
+H5Handle compound(std::size_t size, const std::vector<Member>& members) {
+  H5Handle type = make(H5Tcreate(H5T_COMPOUND, size), "H5Tcreate(compound)");
+  for (const auto& m : members) {
+    if (m.type >= 0) {
+      hdf_check_status(H5Tinsert(type.get(), m.name, m.offset, m.type), "H5Tinsert");
+    } else {
+      H5Handle s = fixed_string(m.string_bytes);
+      hdf_check_status(H5Tinsert(type.get(), m.name, m.offset, s.get()), "H5Tinsert");
+    }
+  }
+  return type;
+}
+
+// ---- writing ----------------------------------------------------------------------------
+
+void write_attribute(hid_t file, const char* name, const std::string& value) {
+  H5Handle type = fixed_string(std::max<std::size_t>(value.size() + 1, 2));
+  H5Handle space = make(H5Screate(H5S_SCALAR), "H5Screate");
+  H5Handle attr = make(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                       fmt::format("creating attribute '{}'", name));
+  std::vector<char> buffer(value.size() + 1, '\0');
+  std::memcpy(buffer.data(), value.data(), value.size());
+  hdf_check_status(H5Awrite(attr.get(), type.get(), buffer.data()), fmt::format("writing attribute '{}'", name));
+}
+
+template <class T>
+void write_attribute(hid_t file, const char* name, hid_t type, T value) {
+  H5Handle space = make(H5Screate(H5S_SCALAR), "H5Screate");
+  H5Handle attr = make(H5Acreate2(file, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                       fmt::format("creating attribute '{}'", name));
+  hdf_check_status(H5Awrite(attr.get(), type, &value), fmt::format("writing attribute '{}'", name));
+}
+
+// Collective: every rank writes its `records` at its exclusive-scan offset of `name`.
+template <class Record>
+void write_rows(MPI_Comm comm, hid_t file, const char* name, const std::vector<Member>& members,
+                const std::vector<Record>& records) {
+  const auto mine = static_cast<unsigned long long>(records.size());
+  unsigned long long offset = 0, total = 0;
+  mpi_check(MPI_Exscan(&mine, &offset, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm), "MPI_Exscan (catalog rows)");
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0) offset = 0;  // MPI_Exscan leaves rank 0's result undefined
+  mpi_check(MPI_Allreduce(&mine, &total, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm), "MPI_Allreduce (catalog rows)");
+
+  H5Handle type = compound(sizeof(Record), members);
+  const hsize_t dims[1] = {total};
+  H5Handle space = make(H5Screate_simple(1, dims, nullptr), "H5Screate_simple");
+  H5Handle dataset = make(H5Dcreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                          fmt::format("creating dataset '{}'", name));
+  const hsize_t start[1] = {offset}, count[1] = {mine};
+  H5Handle file_space = make(H5Dget_space(dataset.get()), "H5Dget_space");
+  const hsize_t mem_dims[1] = {std::max<hsize_t>(mine, 1)};
+  H5Handle mem_space = make(H5Screate_simple(1, mem_dims, nullptr), "H5Screate_simple");
+  if (mine > 0) {
+    hdf_check_status(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
+                     "H5Sselect_hyperslab");
+  } else {
+    hdf_check_status(H5Sselect_none(file_space.get()), "H5Sselect_none");
+    hdf_check_status(H5Sselect_none(mem_space.get()), "H5Sselect_none");
+  }
+  H5Handle transfer = make(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate(xfer)");
+  hdf_check_status(H5Pset_dxpl_mpio(transfer.get(), H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+  const Record dummy{};
+  hdf_check_status(H5Dwrite(dataset.get(), type.get(), mem_space.get(), file_space.get(), transfer.get(),
+                            records.empty() ? &dummy : records.data()),
+                   fmt::format("writing dataset '{}'", name));
+}
+
+std::string dtype_text(DType dtype) { return std::string(dtype_name(dtype)); }
+
+void fsync_path(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDWR) | O_CLOEXEC);
+  if (fd < 0) throw SystemError(fmt::format("catalog: cannot open '{}' to fsync it", path), errno);
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) throw SystemError(fmt::format("catalog: fsync of '{}' failed", path), err);
+}
+
+// ---- loading ----------------------------------------------------------------------------
+
+std::string read_string_attribute(hid_t file, const char* name, const std::string& path) {
+  if (H5Aexists(file, name) <= 0)
+    throw Error(fmt::format("catalog '{}': attribute '{}' is missing", path, name));
+  H5Handle attr = make(H5Aopen(file, name, H5P_DEFAULT), fmt::format("catalog '{}': opening attribute '{}'", path, name));
+  H5Handle stored = make(H5Aget_type(attr.get()), "H5Aget_type");
+  if (H5Tget_class(stored.get()) != H5T_STRING || H5Tis_variable_str(stored.get()) > 0)
+    throw Error(fmt::format("catalog '{}': attribute '{}' is not a fixed-length string", path, name));
+  const std::size_t size = H5Tget_size(stored.get());
+  if (size == 0 || size > (std::size_t{64} << 20))
+    throw Error(fmt::format("catalog '{}': attribute '{}' has an implausible size {}", path, name, size));
+  H5Handle type = fixed_string(size);
+  std::vector<char> buffer(size + 1, '\0');
+  hdf_check_status(H5Aread(attr.get(), type.get(), buffer.data()),
+                   fmt::format("catalog '{}': reading attribute '{}'", path, name));
+  return read_string(buffer.data(), size);
+}
+
+template <class T>
+T read_number_attribute(hid_t file, const char* name, hid_t type, H5T_class_t want, const std::string& path) {
+  if (H5Aexists(file, name) <= 0)
+    throw Error(fmt::format("catalog '{}': attribute '{}' is missing", path, name));
+  H5Handle attr = make(H5Aopen(file, name, H5P_DEFAULT), fmt::format("catalog '{}': opening attribute '{}'", path, name));
+  H5Handle stored = make(H5Aget_type(attr.get()), "H5Aget_type");
+  H5Handle space = make(H5Aget_space(attr.get()), "H5Aget_space");
+  if (H5Tget_class(stored.get()) != want || H5Sget_simple_extent_npoints(space.get()) != 1)
+    throw Error(fmt::format("catalog '{}': attribute '{}' is not a single {}", path, name,
+                            want == H5T_INTEGER ? "integer" : "number"));
+  T value{};
+  hdf_check_status(H5Aread(attr.get(), type, &value), fmt::format("catalog '{}': reading attribute '{}'", path, name));
+  return value;
+}
+
+// Reads dataset `name` after checking that it is a 1-d compound with every member of the
+// expected class (integers as integers of the expected signedness, strings as strings).
+template <class Record>
+std::vector<Record> read_rows(hid_t file, const char* name, const std::vector<Member>& members,
+                              const std::string& path) {
+  if (H5Lexists(file, name, H5P_DEFAULT) <= 0)
+    throw Error(fmt::format("catalog '{}': dataset '{}' is missing", path, name));
+  H5Handle dataset = make(H5Dopen2(file, name, H5P_DEFAULT), fmt::format("catalog '{}': opening '{}'", path, name));
+  H5Handle stored = make(H5Dget_type(dataset.get()), "H5Dget_type");
+  if (H5Tget_class(stored.get()) != H5T_COMPOUND)
+    throw Error(fmt::format("catalog '{}': dataset '{}' is not a table of records", path, name));
+  for (const auto& m : members) {
+    const int index = H5Tget_member_index(stored.get(), m.name);
+    if (index < 0)
+      throw Error(fmt::format("catalog '{}': dataset '{}' has no column '{}'", path, name, m.name));
+    H5Handle column = make(H5Tget_member_type(stored.get(), static_cast<unsigned>(index)), "H5Tget_member_type");
+    const H5T_class_t cls = H5Tget_class(column.get());
+    bool ok = false;
+    if (m.type < 0) {
+      ok = cls == H5T_STRING && H5Tis_variable_str(column.get()) == 0;
+    } else if (H5Tget_class(m.type) == H5T_FLOAT) {
+      ok = cls == H5T_FLOAT;
+    } else {
+      ok = cls == H5T_INTEGER && H5Tget_sign(column.get()) == H5Tget_sign(m.type) &&
+           H5Tget_size(column.get()) == H5Tget_size(m.type);
+    }
+    if (!ok)
+      throw Error(fmt::format("catalog '{}': column '{}' of dataset '{}' has the wrong type", path, m.name, name));
+  }
+  H5Handle space = make(H5Dget_space(dataset.get()), "H5Dget_space");
+  if (H5Sget_simple_extent_ndims(space.get()) != 1)
+    throw Error(fmt::format("catalog '{}': dataset '{}' is not one-dimensional", path, name));
+  hsize_t dims[1] = {0};
+  H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+  constexpr hsize_t kMaxRows = hsize_t{1} << 28;
+  if (dims[0] > kMaxRows)
+    throw Error(fmt::format("catalog '{}': dataset '{}' claims {} rows, more than this reader accepts ({})",
+                            path, name, dims[0], kMaxRows));
+  std::vector<Record> records(static_cast<std::size_t>(dims[0]));
+  if (!records.empty()) {
+    H5Handle type = compound(sizeof(Record), members);
+    hdf_check_status(H5Dread(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, records.data()),
+                     fmt::format("catalog '{}': reading '{}'", path, name));
+  }
+  return records;
+}
+
+void check_relative(const std::string& text, const std::string& path, const char* what) {
+  const std::filesystem::path p(text);
+  if (text.empty() || p.is_absolute())
+    throw Error(fmt::format("catalog '{}': {} '{}' is not a relative path", path, what, text));
+  for (const auto& part : p)
+    if (part == "..")
+      throw Error(fmt::format("catalog '{}': {} '{}' contains '..'", path, what, text));
+}
+
+}  // namespace
+
+std::string Catalog::file_path(std::uint32_t index) const {
+  if (index >= files.size()) throw Error(fmt::format("catalog: file index {} out of range", index));
+  const CatalogFile& f = files[index];
+  int node = -1;
+  for (const auto& r : ranks)
+    if (r.rank == f.owner) node = r.node;
+  for (const auto& r : roots)
+    if (r.node == node && r.index == f.root) return (std::filesystem::path(r.path) / f.path).string();
+  throw Error(fmt::format("catalog: no root {} for node {} (file '{}')", f.root, node, f.path));
+}
+
+void commit_catalog(MPI_Comm comm, const std::string& dir, const Catalog& header, const CatalogPart& part,
+                    const std::function<void(const char*)>& stage) {
+  quiet_hdf5();
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  const std::string tmp = dir + "/catalog.h5.tmp", final_path = dir + "/catalog.h5";
+  std::string problem;
+  try {
+    std::vector<TensorRecord> tensors(part.tensors.size());
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      const CatalogRow& r = part.tensors[i];
+      TensorRecord& t = tensors[i];
+      t.id = r.id;
+      copy_string(t.name, sizeof t.name, r.name, "tensor name");
+      copy_string(t.dtype, sizeof t.dtype, dtype_text(r.dtype), "dtype");
+      t.numel = r.numel;
+      t.element_offset = r.element_offset;
+      t.shard = r.shard;
+      t.shard_count = r.shard_count;
+      t.owner = r.owner;
+      t.node = r.node;
+      t.root = r.root;
+      t.file = r.file;
+      t.offset = r.offset;
+      t.bytes = r.bytes;
+      t.aligned_bytes = r.aligned_bytes;
+      t.checksum = r.checksum;
+      t.epoch = r.epoch;
+    }
+    std::vector<FileRecord> files(part.files.size());
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      copy_string(files[i].path, sizeof files[i].path, part.files[i].path, "file path");
+      files[i].owner = part.files[i].owner;
+      files[i].root = part.files[i].root;
+      files[i].size = part.files[i].size;
+    }
+    std::vector<RootRecord> roots(part.roots.size());
+    for (std::size_t i = 0; i < roots.size(); ++i) {
+      roots[i].node = part.roots[i].node;
+      roots[i].index = part.roots[i].index;
+      copy_string(roots[i].path, sizeof roots[i].path, part.roots[i].path, "root path");
+    }
+    std::vector<RankRecord> ranks(1);
+    ranks[0].rank = part.rank.rank;
+    ranks[0].node = part.rank.node;
+    ranks[0].local_rank = part.rank.local_rank;
+    copy_string(ranks[0].host, sizeof ranks[0].host, part.rank.host, "host name");
+    ranks[0].bytes = part.rank.bytes;
+    ranks[0].swap_out_s = part.rank.swap_out_s;
+    ranks[0].swap_in_s = part.rank.swap_in_s;
+
+    H5Handle access = make(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate(fapl)");
+    hdf_check_status(H5Pset_fapl_mpio(access.get(), comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
+    hdf_check_status(H5Pset_all_coll_metadata_ops(access.get(), true), "H5Pset_all_coll_metadata_ops");
+    hdf_check_status(H5Pset_coll_metadata_write(access.get(), true), "H5Pset_coll_metadata_write");
+    H5Handle file = make(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()),
+                         fmt::format("catalog: creating '{}'", tmp));
+    const hid_t f = file.get();
+    write_attribute(f, "format", std::string(kCatalogFormat));
+    write_attribute<std::int32_t>(f, "version", H5T_NATIVE_INT32, kCatalogVersion);
+    write_attribute(f, "job", header.job);
+    write_attribute<std::int32_t>(f, "epoch", H5T_NATIVE_INT32, header.epoch);
+    write_attribute<std::int32_t>(f, "slot", H5T_NATIVE_INT32, header.slot);
+    write_attribute<std::int32_t>(f, "slots", H5T_NATIVE_INT32, header.slots);
+    write_attribute<std::int32_t>(f, "world_size", H5T_NATIVE_INT32, header.world_size);
+    write_attribute<std::int32_t>(f, "node_count", H5T_NATIVE_INT32, header.node_count);
+    write_attribute(f, "layout", header.layout);
+    write_attribute(f, "policy", header.policy);
+    write_attribute<std::uint64_t>(f, "alignment", H5T_NATIVE_UINT64, header.alignment);
+    write_attribute(f, "plan_fingerprint", header.plan_fingerprint);
+    write_attribute(f, "config", header.config_json);
+    write_attribute(f, "created", header.created);
+    write_rows(comm, f, "tensors", tensor_members(), tensors);
+    write_rows(comm, f, "files", file_members(), files);
+    write_rows(comm, f, "roots", root_members(), roots);
+    write_rows(comm, f, "ranks", rank_members(), ranks);
+    hdf_check_status(H5Fflush(f, H5F_SCOPE_GLOBAL), fmt::format("catalog: flushing '{}'", tmp));
+  } catch (const std::exception& e) {
+    problem = e.what();
+  }
+  // Every rank has closed the file (collectively) here; the commit is rank 0's rename.
+  auto [bad, message] = first_message(comm, problem);
+  if (bad >= 0) throw Error(fmt::format("catalog commit of epoch {} failed on rank {}: {}", header.epoch, bad, message));
+  if (rank == 0) {
+    try {
+      fsync_path(tmp, false);
+      if (stage) stage("written");
+      if (::rename(tmp.c_str(), final_path.c_str()) != 0)
+        throw SystemError(fmt::format("catalog: renaming '{}' to '{}'", tmp, final_path), errno);
+      if (stage) stage("renamed");
+      fsync_path(dir, true);
+    } catch (const std::exception& e) {
+      problem = e.what();
+    }
+  }
+  std::tie(bad, message) = first_message(comm, problem);
+  if (bad >= 0) throw Error(fmt::format("catalog commit of epoch {} failed on rank {}: {}", header.epoch, bad, message));
+}
+
+CatalogIndex::CatalogIndex(const Catalog& catalog, std::span<const TensorSpec> tensors)
+    : _catalog(catalog), _rows(tensors.size()) {
+  for (std::size_t i = 0; i < catalog.tensors.size(); ++i) {
+    const CatalogRow& r = catalog.tensors[i];
+    if (r.id >= tensors.size())
+      throw Error(fmt::format("catalog row {} ('{}') is tensor {}, but the model has {} tensors", i, r.name, r.id,
+                              tensors.size()));
+    const TensorSpec& t = tensors[r.id];
+    if (r.name != t.name || r.dtype != t.dtype)
+      throw Error(fmt::format("catalog tensor {} is '{}' ({}), but the model's is '{}' ({})", r.id, r.name,
+                              dtype_name(r.dtype), t.name, dtype_name(t.dtype)));
+    _rows[r.id].push_back(i);
+  }
+  for (std::size_t id = 0; id < tensors.size(); ++id) {
+    auto& rows = _rows[id];
+    std::sort(rows.begin(), rows.end(), [&](std::size_t a, std::size_t b) {
+      return catalog.tensors[a].element_offset < catalog.tensors[b].element_offset;
+    });
+    std::uint64_t next = 0;
+    for (std::size_t i : rows) {
+      const CatalogRow& r = catalog.tensors[i];
+      if (r.element_offset != next)
+        throw Error(fmt::format("catalog: tensor '{}' has {} at element {} (expected element {})", tensors[id].name,
+                                r.element_offset < next ? "overlapping pieces" : "a gap", r.element_offset, next));
+      next += r.numel;
+    }
+    if (next != tensors[id].numel())
+      throw Error(fmt::format("catalog: tensor '{}' covers {} of its {} elements", tensors[id].name, next,
+                              tensors[id].numel()));
+  }
+}
+
+void CatalogIndex::locate(std::uint32_t id, std::uint64_t begin, std::uint64_t end,
+                          std::vector<CatalogSegment>& out) const {
+  for (std::size_t i : _rows.at(id)) {
+    const CatalogRow& r = _catalog.tensors[i];
+    const std::size_t element = dtype_size(r.dtype);
+    const std::uint64_t row_begin = r.element_offset * element, row_end = row_begin + r.bytes;
+    const std::uint64_t from = std::max(begin, row_begin), to = std::min(end, row_end);
+    if (from >= to) continue;
+    const std::uint64_t offset_in_row = from - row_begin;
+    const std::uint64_t read = std::min(align_up(to - from, _catalog.alignment), r.aligned_bytes - offset_in_row);
+    out.push_back({r.file, r.offset + offset_in_row, to - from, read, from});
+  }
+}
+
+CatalogCheck verify_catalog(const Catalog& catalog, IoEngine& engine, std::size_t buffer_bytes, int rank, int size,
+                            DirectMode direct) {
+  CatalogCheck result;
+  buffer_bytes = std::max<std::size_t>(align_up(buffer_bytes, catalog.alignment), catalog.alignment);
+  PinnedAllocation buffer(buffer_bytes);
+  std::vector<std::optional<SwapFile>> files(catalog.files.size());
+  std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> hash(XXH64_createState(), &XXH64_freeState);
+  auto note = [&](std::string text) {
+    ++result.mismatches;
+    if (result.notes.size() < 5) result.notes.push_back(std::move(text));
+  };
+  for (std::size_t i = static_cast<std::size_t>(rank); i < catalog.tensors.size(); i += static_cast<std::size_t>(size)) {
+    const CatalogRow& r = catalog.tensors[i];
+    ++result.pieces;
+    try {
+      if (!files[r.file]) files[r.file].emplace(SwapFile::open(catalog.file_path(r.file), direct));
+      XXH64_reset(hash.get(), 0);
+      for (std::uint64_t done = 0; done < r.aligned_bytes; done += buffer_bytes) {
+        const std::uint64_t length = std::min<std::uint64_t>(buffer_bytes, r.aligned_bytes - done);
+        const IoRequest read{IoOp::read, &*files[r.file], buffer.data(), r.offset + done, length};
+        engine.run({&read, 1});
+        result.bytes += length;
+        if (done < r.bytes)
+          XXH64_update(hash.get(), buffer.data(), static_cast<std::size_t>(std::min<std::uint64_t>(length, r.bytes - done)));
+      }
+      const std::uint64_t got = XXH64_digest(hash.get());
+      if (got != r.checksum)
+        note(fmt::format("tensor '{}' shard {} ({} bytes at offset {} of '{}'): checksum {:016x}, catalog says {:016x}",
+                         r.name, r.shard, r.bytes, r.offset, files[r.file]->path(), got, r.checksum));
+    } catch (const std::exception& e) {
+      note(fmt::format("tensor '{}' shard {}: {}", r.name, r.shard, e.what()));
+    }
+  }
+  return result;
+}
+
+Catalog load_catalog(const std::string& path) {
+  quiet_hdf5();
+  if (!std::filesystem::is_regular_file(path))
+    throw Error(fmt::format("catalog '{}': no such file", path));
+  if (H5Fis_hdf5(path.c_str()) <= 0)
+    throw Error(fmt::format("catalog '{}': not an HDF5 file", path));
+  H5Handle handle = make(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), fmt::format("catalog '{}': opening", path));
+  const hid_t f = handle.get();
+  if (H5Aexists(f, "format") <= 0 || read_string_attribute(f, "format", path) != kCatalogFormat)
+    throw Error(fmt::format("catalog '{}': not a swapcoord catalog (no format attribute '{}')", path, kCatalogFormat));
+  const auto version = read_number_attribute<std::int32_t>(f, "version", H5T_NATIVE_INT32, H5T_INTEGER, path);
+  if (version > kCatalogVersion || version < 1)
+    throw Error(fmt::format("catalog '{}': format version {} is not supported (this swapcoord reads version {})",
+                            path, version, kCatalogVersion));
+  Catalog c;
+  c.job = read_string_attribute(f, "job", path);
+  c.epoch = read_number_attribute<std::int32_t>(f, "epoch", H5T_NATIVE_INT32, H5T_INTEGER, path);
+  c.slot = read_number_attribute<std::int32_t>(f, "slot", H5T_NATIVE_INT32, H5T_INTEGER, path);
+  c.slots = read_number_attribute<std::int32_t>(f, "slots", H5T_NATIVE_INT32, H5T_INTEGER, path);
+  c.world_size = read_number_attribute<std::int32_t>(f, "world_size", H5T_NATIVE_INT32, H5T_INTEGER, path);
+  c.node_count = read_number_attribute<std::int32_t>(f, "node_count", H5T_NATIVE_INT32, H5T_INTEGER, path);
+  c.layout = read_string_attribute(f, "layout", path);
+  c.policy = read_string_attribute(f, "policy", path);
+  c.alignment = read_number_attribute<std::uint64_t>(f, "alignment", H5T_NATIVE_UINT64, H5T_INTEGER, path);
+  c.plan_fingerprint = read_string_attribute(f, "plan_fingerprint", path);
+  c.config_json = read_string_attribute(f, "config", path);
+  c.created = read_string_attribute(f, "created", path);
+  if (c.epoch < 0 || c.slots < 1 || c.slots > 2 || c.slot < 0 || c.slot >= c.slots || c.world_size < 1 ||
+      c.node_count < 1 || c.node_count > c.world_size || c.alignment == 0 || (c.alignment & (c.alignment - 1)) != 0)
+    throw Error(fmt::format("catalog '{}': inconsistent attributes (epoch {}, slot {} of {}, world {}, nodes {}, "
+                            "alignment {})", path, c.epoch, c.slot, c.slots, c.world_size, c.node_count, c.alignment));
+
+  for (const auto& r : read_rows<RootRecord>(f, "roots", root_members(), path)) {
+    CatalogRoot root{r.node, r.index, read_string(r.path, sizeof r.path)};
+    if (root.path.empty() || root.node < 0 || root.node >= c.node_count || root.index < 0)
+      throw Error(fmt::format("catalog '{}': bad root row (node {}, index {}, '{}')", path, root.node, root.index, root.path));
+    c.roots.push_back(std::move(root));
+  }
+  for (const auto& r : read_rows<RankRecord>(f, "ranks", rank_members(), path)) {
+    if (r.rank < 0 || r.rank >= c.world_size || r.node < 0 || r.node >= c.node_count)
+      throw Error(fmt::format("catalog '{}': bad rank row (rank {}, node {})", path, r.rank, r.node));
+    c.ranks.push_back({r.rank, r.node, r.local_rank, read_string(r.host, sizeof r.host), r.bytes, r.swap_out_s, r.swap_in_s});
+  }
+  if (c.ranks.size() != static_cast<std::size_t>(c.world_size))
+    throw Error(fmt::format("catalog '{}': {} rank rows for a world of {}", path, c.ranks.size(), c.world_size));
+  for (const auto& r : read_rows<FileRecord>(f, "files", file_members(), path)) {
+    CatalogFile file{read_string(r.path, sizeof r.path), r.owner, r.root, r.size};
+    check_relative(file.path, path, "file path");
+    if (file.owner < 0 || file.owner >= c.world_size)
+      throw Error(fmt::format("catalog '{}': file '{}' has owner {} outside the world of {}", path, file.path, file.owner, c.world_size));
+    c.files.push_back(std::move(file));
+  }
+  for (std::uint32_t i = 0; i < c.files.size(); ++i) (void)c.file_path(i);  // every file has its root
+
+  const auto rows = read_rows<TensorRecord>(f, "tensors", tensor_members(), path);
+  c.tensors.reserve(rows.size());
+  std::map<std::uint32_t, std::vector<std::pair<std::uint64_t, std::uint64_t>>> extents;  // file -> (offset, end)
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const TensorRecord& t = rows[i];
+    CatalogRow r;
+    r.id = t.id;
+    r.name = read_string(t.name, sizeof t.name);
+    const std::string dtype = read_string(t.dtype, sizeof t.dtype);
+    try {
+      r.dtype = parse_dtype(dtype);
+    } catch (const std::exception&) {
+      throw Error(fmt::format("catalog '{}': tensor row {} has an unknown dtype '{}'", path, i, dtype));
+    }
+    r.numel = t.numel;
+    r.element_offset = t.element_offset;
+    r.shard = t.shard;
+    r.shard_count = t.shard_count;
+    r.owner = t.owner;
+    r.node = t.node;
+    r.root = t.root;
+    r.file = t.file;
+    r.offset = t.offset;
+    r.bytes = t.bytes;
+    r.aligned_bytes = t.aligned_bytes;
+    r.checksum = t.checksum;
+    r.epoch = t.epoch;
+    const auto where = fmt::format("catalog '{}': tensor row {} ('{}')", path, i, r.name);
+    if (r.file >= c.files.size())
+      throw Error(fmt::format("{} points to file {} of {}", where, r.file, c.files.size()));
+    const CatalogFile& file = c.files[r.file];
+    std::uint64_t end = 0;
+    if (r.numel > UINT64_MAX / dtype_size(r.dtype) || r.numel * dtype_size(r.dtype) != r.bytes ||
+        r.bytes > r.aligned_bytes || r.aligned_bytes % c.alignment != 0 || r.offset % c.alignment != 0 ||
+        __builtin_add_overflow(r.offset, r.aligned_bytes, &end) || end > file.size)
+      throw Error(fmt::format("{}: {} bytes ({} aligned) at offset {} do not fit file '{}' of {} bytes or its alignment",
+                              where, r.bytes, r.aligned_bytes, r.offset, file.path, file.size));
+    if (r.owner != file.owner || r.owner < 0 || r.owner >= c.world_size || r.shard_count == 0 || r.shard >= r.shard_count)
+      throw Error(fmt::format("{}: owner {} / shard {} of {} disagree with its file (owner {})", where, r.owner,
+                              r.shard, r.shard_count, file.owner));
+    if (r.epoch != c.epoch)
+      throw Error(fmt::format("{}: epoch {} is not the catalog's epoch {}", where, r.epoch, c.epoch));
+    if (r.aligned_bytes > 0) extents[r.file].emplace_back(r.offset, end);
+    c.tensors.push_back(std::move(r));
+  }
+  for (auto& [file, list] : extents) {
+    std::sort(list.begin(), list.end());
+    for (std::size_t i = 1; i < list.size(); ++i)
+      if (list[i].first < list[i - 1].second)
+        throw Error(fmt::format("catalog '{}': rows overlap in file '{}' (bytes {}..{} and {}..{})", path,
+                                c.files[file].path, list[i - 1].first, list[i - 1].second, list[i].first, list[i].second));
+  }
+  return c;
+}
+
+}  // namespace swapcoord
