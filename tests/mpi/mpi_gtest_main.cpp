@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <string>
 
 namespace {
 
@@ -12,16 +13,20 @@ namespace {
 class FailurePrinter : public testing::EmptyTestEventListener {
  public:
   explicit FailurePrinter(int rank) : _rank(rank) {}
+  // The name is taken here: asking gtest for the current test inside OnTestPartResult
+  // would take a lock that gtest already holds there.
+  void OnTestStart(const testing::TestInfo& test) override {
+    _name = std::string(test.test_suite_name()) + "." + test.name();
+  }
   void OnTestPartResult(const testing::TestPartResult& result) override {
     if (!result.failed()) return;
-    const auto* test = testing::UnitTest::GetInstance()->current_test_info();
-    std::fprintf(stderr, "[rank %d] FAILED %s.%s at %s:%d\n%s\n", _rank,
-                 test ? test->test_suite_name() : "?", test ? test->name() : "?",
+    std::fprintf(stderr, "[rank %d] FAILED %s at %s:%d\n%s\n", _rank, _name.c_str(),
                  result.file_name() ? result.file_name() : "?", result.line_number(), result.message());
   }
 
  private:
   int _rank;
+  std::string _name;
 };
 
 }  // namespace
