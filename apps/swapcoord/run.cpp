@@ -38,6 +38,7 @@
 #include "swapcoord/coord/mpi.hpp"
 #include "swapcoord/coord/phase_sync.hpp"
 #include "swapcoord/coord/topology.hpp"
+#include "swapcoord/coord/watchdog.hpp"
 #include "swapcoord/io/io_engine.hpp"
 #include "swapcoord/io/swap_file.hpp"
 #include "swapcoord/swap/async_tensor_swapper.hpp"
@@ -322,6 +323,8 @@ class Job {
   std::optional<Catalog> _resumed;        // the catalog a --resume started from
   double _last_out_s = 0, _last_in_s = 0;
   std::optional<PhaseSync> _sync;
+  std::optional<Watchdog> _watchdog;  // bounds the collective calls PhaseSync does not cover
+  std::chrono::milliseconds _timeout{0};
   json _phases = json::array();
   std::uint64_t _wrong = 0;
   double _out_gbps_sum = 0, _in_gbps_sum = 0;
@@ -419,6 +422,7 @@ void Job::commit(int epoch) {
       part.roots.push_back({_topo->node(), static_cast<std::int32_t>(i), absolute_path(_topo->roots()[i])});
   part.rank = {_topo->rank(), _topo->node(), _topo->local_rank(), _topo->host(),
                _plan.rank_bytes[static_cast<std::size_t>(_topo->rank())], _last_out_s, _last_in_s};
+  Watchdog::Scope guard(*_watchdog, fmt::format("phase commit of epoch {}", epoch), _timeout);
   commit_catalog(_topo->world(), _catalog_dir, header, part, [&](const char* stage) { crash_if(stage, epoch); });
 }
 
@@ -608,11 +612,14 @@ int Job::run() {
     _tensors = _config.tensors.empty() ? preset_tensors(_config.preset, _config.scale, _config.swap)
                                        : load_tensor_list(_config.tensors, _config.swap);
   });
+  _timeout = std::chrono::milliseconds(static_cast<long long>(_config.phase_timeout_s * 1000));
+  _watchdog.emplace(_who, kExitError);
+  _watchdog->arm("start-up (topology, roots, plan agreement)", _timeout);
   // These fail alike on every rank (their checks are collective): report once, exit.
   try {
     _topo.emplace(Topology::discover(world, NodeKey::parse(_config.node_key), _config.roots));
     _topo->check_roots();
-    _sync.emplace(_topo->world(), std::chrono::milliseconds(static_cast<long long>(_config.phase_timeout_s * 1000)));
+    _sync.emplace(_topo->world(), _timeout);
     PlanOptions options;
     options.policy = _config.policy;
     options.layout = _config.layout;
@@ -644,6 +651,7 @@ int Job::run() {
     });
   }
   header();
+  _watchdog->disarm();
 
   phase(0, "setup", 0, [&](PhaseReport&) {
     AioConfig aio = _config.aio;
@@ -673,7 +681,11 @@ int Job::run() {
   for (int step = first_step; step <= _config.steps; ++step) {
     if (!(_resumed && step == first_step)) {
       phase(step, "swap-in", step - 1, [&](PhaseReport& r) { swap_in(step - 1, r); });
-      if (_config.allgather) phase(step, "allgather", step - 1, [&](PhaseReport& r) { allgather(step - 1, r); });
+      if (_config.allgather)
+        phase(step, "allgather", step - 1, [&](PhaseReport& r) {
+          Watchdog::Scope guard(*_watchdog, fmt::format("phase allgather of epoch {}", step - 1), _timeout);
+          allgather(step - 1, r);
+        });
     }
     phase(step, "swap-out", step, [&](PhaseReport& r) { swap_out(step, r); });
     phase(step, "commit", step, [&](PhaseReport&) { commit(step); });
