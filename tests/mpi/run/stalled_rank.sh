@@ -27,7 +27,7 @@ stopped_at=$(date +%s%N)
 kill -"$mode" "$victim"
 # The job must end by itself within the deadline (rank 0: timeout; plus start-up slack).
 ended=0
-for _ in $(seq 1 300); do
+for _ in $(seq 1 600); do
   if ! kill -0 "$launcher" 2>/dev/null; then ended=1; break; fi
   sleep 0.1
 done
@@ -41,10 +41,10 @@ fi
 wait "$launcher"; rc=$?
 echo "--- stdout (tail)"; tail -5 "$work/out"; echo "--- stderr"; cat "$work/err"
 echo "exit code $rc, ${elapsed_ms} ms after rank 2 got SIG$mode"
-if [ "$ended" != 1 ]; then echo "FAIL: the job did not end within 30 s"; exit 1; fi
+if [ "$ended" != 1 ]; then echo "FAIL: the job did not end within 60 s"; exit 1; fi
 if [ "$rc" = 0 ]; then echo "FAIL: exit code 0"; exit 1; fi
-if [ "$elapsed_ms" -gt $(( (timeout_s + 10) * 1000 )) ]; then
-  echo "FAIL: the job took ${elapsed_ms} ms to end, more than the ${timeout_s} s deadline + 10 s"; exit 1
+if [ "$elapsed_ms" -gt $(( (timeout_s + 20) * 1000 )) ]; then
+  echo "FAIL: the job took ${elapsed_ms} ms to end, more than the ${timeout_s} s deadline + 20 s"; exit 1
 fi
 if [ "$mode" = STOP ]; then
   # Stopped while the others wait in PhaseSync: rank 0 names who arrived. Stopped while
