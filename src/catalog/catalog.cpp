@@ -257,6 +257,7 @@ void write_rows(MPI_Comm comm, hid_t file, const char* name, const std::vector<M
     hdf_check_status(H5Sselect_none(file_space.get()), "H5Sselect_none");
     hdf_check_status(H5Sselect_none(mem_space.get()), "H5Sselect_none");
   }
+  if (total == 0) return;  // same on every rank: nothing to write, and HDF5 refuses to
   H5Handle transfer = make(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate(xfer)");
   hdf_check_status(H5Pset_dxpl_mpio(transfer.get(), H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
   const Record dummy{};
@@ -321,6 +322,9 @@ std::vector<Record> read_rows(hid_t file, const char* name, const std::vector<Me
   H5Handle stored = make(H5Dget_type(dataset.get()), "H5Dget_type");
   if (H5Tget_class(stored.get()) != H5T_COMPOUND)
     throw Error(fmt::format("catalog '{}': dataset '{}' is not a table of records", path, name));
+  const std::size_t record_size = H5Tget_size(stored.get());
+  if (record_size == 0 || record_size > (std::size_t{1} << 20))
+    throw Error(fmt::format("catalog '{}': dataset '{}' has records of an implausible size {}", path, name, record_size));
   for (const auto& m : members) {
     const int index = H5Tget_member_index(stored.get(), m.name);
     if (index < 0)
@@ -338,6 +342,11 @@ std::vector<Record> read_rows(hid_t file, const char* name, const std::vector<Me
     }
     if (!ok)
       throw Error(fmt::format("catalog '{}': column '{}' of dataset '{}' has the wrong type", path, m.name, name));
+    // HDF5 itself does not check that a member lies inside its record (and crashes on it).
+    const std::size_t column_offset = H5Tget_member_offset(stored.get(), static_cast<unsigned>(index));
+    if (column_offset > record_size || H5Tget_size(column.get()) > record_size - column_offset)
+      throw Error(fmt::format("catalog '{}': column '{}' of dataset '{}' lies outside its {}-byte record", path,
+                              m.name, name, record_size));
   }
   H5Handle space = make(H5Dget_space(dataset.get()), "H5Dget_space");
   if (H5Sget_simple_extent_ndims(space.get()) != 1)
@@ -348,6 +357,11 @@ std::vector<Record> read_rows(hid_t file, const char* name, const std::vector<Me
   if (dims[0] > kMaxRows)
     throw Error(fmt::format("catalog '{}': dataset '{}' claims {} rows, more than this reader accepts ({})",
                             path, name, dims[0], kMaxRows));
+  // A small file must not make us allocate for rows it does not hold.
+  const hsize_t stored_bytes = H5Dget_storage_size(dataset.get());
+  if (dims[0] > 0 && stored_bytes / record_size < dims[0])
+    throw Error(fmt::format("catalog '{}': dataset '{}' claims {} rows but holds only {} bytes", path, name, dims[0],
+                            stored_bytes));
   std::vector<Record> records(static_cast<std::size_t>(dims[0]));
   if (!records.empty()) {
     H5Handle type = compound(sizeof(Record), members);
@@ -386,8 +400,11 @@ void commit_catalog(MPI_Comm comm, const std::string& dir, const Catalog& header
   MPI_Comm_rank(comm, &rank);
   const std::string tmp = dir + "/catalog.h5.tmp", final_path = dir + "/catalog.h5";
   std::string problem;
+  std::vector<TensorRecord> tensors(part.tensors.size());
+  std::vector<FileRecord> files(part.files.size());
+  std::vector<RootRecord> roots(part.roots.size());
+  std::vector<RankRecord> ranks(1);
   try {
-    std::vector<TensorRecord> tensors(part.tensors.size());
     for (std::size_t i = 0; i < tensors.size(); ++i) {
       const CatalogRow& r = part.tensors[i];
       TensorRecord& t = tensors[i];
@@ -408,20 +425,17 @@ void commit_catalog(MPI_Comm comm, const std::string& dir, const Catalog& header
       t.checksum = r.checksum;
       t.epoch = r.epoch;
     }
-    std::vector<FileRecord> files(part.files.size());
     for (std::size_t i = 0; i < files.size(); ++i) {
       copy_string(files[i].path, sizeof files[i].path, part.files[i].path, "file path");
       files[i].owner = part.files[i].owner;
       files[i].root = part.files[i].root;
       files[i].size = part.files[i].size;
     }
-    std::vector<RootRecord> roots(part.roots.size());
     for (std::size_t i = 0; i < roots.size(); ++i) {
       roots[i].node = part.roots[i].node;
       roots[i].index = part.roots[i].index;
       copy_string(roots[i].path, sizeof roots[i].path, part.roots[i].path, "root path");
     }
-    std::vector<RankRecord> ranks(1);
     ranks[0].rank = part.rank.rank;
     ranks[0].node = part.rank.node;
     ranks[0].local_rank = part.rank.local_rank;
@@ -430,6 +444,17 @@ void commit_catalog(MPI_Comm comm, const std::string& dir, const Catalog& header
     ranks[0].swap_out_s = part.rank.swap_out_s;
     ranks[0].swap_in_s = part.rank.swap_in_s;
 
+  } catch (const std::exception& e) {
+    problem = e.what();
+  }
+  // Local problems (a name too long for the file) must stop every rank before any of them
+  // enters a collective HDF5 call, or the others would wait there for ever.
+  {
+    const auto [bad, message] = first_message(comm, problem);
+    if (bad >= 0)
+      throw Error(fmt::format("catalog commit of epoch {} failed on rank {}: {}", header.epoch, bad, message));
+  }
+  try {
     H5Handle access = make(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate(fapl)");
     hdf_check_status(H5Pset_fapl_mpio(access.get(), comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
     hdf_check_status(H5Pset_all_coll_metadata_ops(access.get(), true), "H5Pset_all_coll_metadata_ops");
@@ -612,7 +637,13 @@ Catalog load_catalog(const std::string& path) {
       throw Error(fmt::format("catalog '{}': file '{}' has owner {} outside the world of {}", path, file.path, file.owner, c.world_size));
     c.files.push_back(std::move(file));
   }
-  for (std::uint32_t i = 0; i < c.files.size(); ++i) (void)c.file_path(i);  // every file has its root
+  for (std::uint32_t i = 0; i < c.files.size(); ++i) {  // every file has its root
+    try {
+      (void)c.file_path(i);
+    } catch (const Error& e) {
+      throw Error(fmt::format("catalog '{}': {}", path, e.what()));
+    }
+  }
 
   const auto rows = read_rows<TensorRecord>(f, "tensors", tensor_members(), path);
   c.tensors.reserve(rows.size());
