@@ -695,12 +695,8 @@ TEST(CatalogCommit, AFailureOnEveryRankKeepsThePreviousCatalog) {
 }
 
 // One rank fails while building its records (a name too long for its field), before the
-// collective HDF5 calls, while the other ranks go on into them: the ranks then wait in
-// different collectives (the failing rank in first_message's MPI_Allgather on `comm`, the
-// others in the MPI_Comm_dup of H5Pset_fapl_mpio) and the job hangs instead of failing on
-// every rank. Disabled until commit_catalog agrees on local failures before its first
-// collective HDF5 call; run it with --gtest_also_run_disabled_tests (at two or more ranks it
-// hangs until the ctest timeout).
+// collective HDF5 calls: commit_catalog must stop every rank before any of them enters one
+// (it used to hang, the others waiting in H5Pset_fapl_mpio's MPI_Comm_dup).
 TEST(CatalogCommit, AFailureOnOneRankFailsOnEveryRankNamingIt) {
   SharedTempDir dir;
   ASSERT_FALSE(dir.path().empty());
