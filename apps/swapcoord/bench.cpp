@@ -25,6 +25,7 @@
 #include "commands.hpp"
 #include "swapcoord/buffer/pinned_allocation.hpp"
 #include "swapcoord/common/error.hpp"
+#include "swapcoord/common/mix.hpp"
 #include "swapcoord/config.hpp"
 #include "swapcoord/io/io_engine.hpp"
 #include "swapcoord/io/swap_file.hpp"
@@ -34,18 +35,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::uint64_t mix(std::uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
-
 void fill(std::byte* data, std::size_t bytes, std::uint64_t seed) {
   auto* words = reinterpret_cast<std::uint64_t*>(data);
-  for (std::size_t i = 0; i < bytes / 8; ++i) words[i] = mix(seed + i);
+  for (std::size_t i = 0; i < bytes / 8; ++i) words[i] = mix64(seed + i);
 }
 
 // Bytes of `data` that differ from fill(seed).
@@ -53,7 +45,7 @@ std::uint64_t count_wrong(const std::byte* data, std::size_t bytes, std::uint64_
   const auto* words = reinterpret_cast<const std::uint64_t*>(data);
   std::uint64_t wrong = 0;
   for (std::size_t i = 0; i < bytes / 8; ++i) {
-    const std::uint64_t diff = words[i] ^ mix(seed + i);
+    const std::uint64_t diff = words[i] ^ mix64(seed + i);
     if (diff == 0) continue;
     for (int b = 0; b < 8; ++b) wrong += ((diff >> (8 * b)) & 0xff) != 0;
   }

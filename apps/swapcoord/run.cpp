@@ -4,7 +4,7 @@
 // ending with a PhaseSync. Output in the nccl-tests style; --json for every figure.
 //
 // Values: the 8-byte word w of tensor t at epoch e (counted from the tensor's first byte,
-// so shards and whole tensors agree) is mix(t, w, e); padding after a piece is zero.
+// so shards and whole tensors agree) is a hash of (t, w, e); padding after a piece is zero.
 // Epoch 0 is written before step 1; step s verifies epoch s-1 and writes epoch s into
 // slot s % slots; a final swap-in verifies the last epoch.
 #include <fcntl.h>
@@ -34,6 +34,7 @@
 #include "swapcoord/buffer/swap_buffer_manager.hpp"
 #include "swapcoord/catalog/catalog.hpp"
 #include "swapcoord/common/log.hpp"
+#include "swapcoord/common/mix.hpp"
 #include "swapcoord/config.hpp"
 #include "swapcoord/coord/mpi.hpp"
 #include "swapcoord/coord/phase_sync.hpp"
@@ -70,17 +71,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-std::uint64_t mix(std::uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
-
 std::uint64_t value_word(std::uint32_t tensor, std::uint64_t word, int epoch) {
-  return mix((static_cast<std::uint64_t>(tensor) << 40) ^ (word * 0x9e3779b97f4a7c15ULL) ^
+  return mix64((static_cast<std::uint64_t>(tensor) << 40) ^ (word * 0x9e3779b97f4a7c15ULL) ^
              (static_cast<std::uint64_t>(epoch) * 0xd6e8feb86659fd93ULL + 1));
 }
 

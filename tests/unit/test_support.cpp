@@ -12,6 +12,7 @@
 #include <linux/magic.h>
 
 #include "swapcoord/io/io_engine.hpp"
+#include "swapcoord/common/mix.hpp"
 
 namespace swapcoord::test {
 namespace {
@@ -40,19 +41,10 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(_path, ignored);
 }
 
-static inline std::uint64_t mix(std::uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
-
 void fill_pattern(std::span<std::byte> bytes, std::uint64_t seed, std::uint64_t start) {
   for (std::size_t i = 0; i < bytes.size(); ++i) {
     const std::uint64_t pos = start + i;
-    bytes[i] = static_cast<std::byte>(mix(seed * 0x9e3779b97f4a7c15ULL + pos / 8) >> (8 * (pos % 8)));
+    bytes[i] = static_cast<std::byte>(mix64(seed * 0x9e3779b97f4a7c15ULL + pos / 8) >> (8 * (pos % 8)));
   }
 }
 
@@ -61,7 +53,7 @@ std::size_t count_pattern_mismatches(std::span<const std::byte> bytes, std::uint
   std::size_t wrong = 0;
   for (std::size_t i = 0; i < bytes.size(); ++i) {
     const std::uint64_t pos = start + i;
-    const auto want = static_cast<std::byte>(mix(seed * 0x9e3779b97f4a7c15ULL + pos / 8) >> (8 * (pos % 8)));
+    const auto want = static_cast<std::byte>(mix64(seed * 0x9e3779b97f4a7c15ULL + pos / 8) >> (8 * (pos % 8)));
     wrong += bytes[i] != want;
   }
   return wrong;
