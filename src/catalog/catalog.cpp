@@ -212,11 +212,12 @@ H5Handle compound(std::size_t size, const std::vector<Member>& members) {
 // ---- writing ----------------------------------------------------------------------------
 
 void write_attribute(hid_t file, const char* name, const std::string& value) {
-  H5Handle type = fixed_string(std::max<std::size_t>(value.size() + 1, 2));
+  const std::size_t size = std::max<std::size_t>(value.size() + 1, 2);  // HDF5 wants >= 2
+  H5Handle type = fixed_string(size);
   H5Handle space = make(H5Screate(H5S_SCALAR), "H5Screate");
   H5Handle attr = make(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
                        fmt::format("creating attribute '{}'", name));
-  std::vector<char> buffer(value.size() + 1, '\0');
+  std::vector<char> buffer(size, '\0');  // as long as the type, also for an empty value
   std::memcpy(buffer.data(), value.data(), value.size());
   hdf_check_status(H5Awrite(attr.get(), type.get(), buffer.data()), fmt::format("writing attribute '{}'", name));
 }
