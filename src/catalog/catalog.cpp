@@ -381,7 +381,85 @@ void check_relative(const std::string& text, const std::string& path, const char
       throw Error(fmt::format("catalog '{}': {} '{}' contains '..'", path, what, text));
 }
 
+// ---- integrity trailer --------------------------------------------------------------
+// 16 bytes after the HDF5 data: a magic and the XXH64 of every byte before it. The loader
+// checks it before HDF5 parses anything, so a truncated or altered catalog is rejected
+// cleanly instead of being handed to a library that is not hardened against bad files.
+
+constexpr char kTrailerMagic[8] = {'S', 'C', 'C', 'A', 'T', 'v', '1', '\0'};
+constexpr std::size_t kTrailerBytes = 16;
+
+// XXH64 of the first `length` bytes of the open file `fd`.
+std::uint64_t hash_prefix(int fd, std::uint64_t length, const std::string& path) {
+  std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> hash(XXH64_createState(), &XXH64_freeState);
+  XXH64_reset(hash.get(), 0);
+  std::vector<char> buffer(std::size_t{4} << 20);
+  for (std::uint64_t done = 0; done < length;) {
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), length - done));
+    const ssize_t got = ::pread(fd, buffer.data(), want, static_cast<off_t>(done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) throw SystemError(fmt::format("catalog '{}': reading it to check its checksum", path), got < 0 ? errno : EIO);
+    XXH64_update(hash.get(), buffer.data(), static_cast<std::size_t>(got));
+    done += static_cast<std::uint64_t>(got);
+  }
+  return XXH64_digest(hash.get());
+}
+
+// Truncates the file to `length` bytes and appends the trailer for them.
+void write_trailer(const std::string& path, std::uint64_t length) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) throw SystemError(fmt::format("catalog: cannot open '{}' to seal it", path), errno);
+  std::string problem;
+  int err = 0;
+  char trailer[kTrailerBytes];
+  std::memcpy(trailer, kTrailerMagic, sizeof kTrailerMagic);
+  try {
+    const std::uint64_t digest = hash_prefix(fd, length, path);
+    for (int i = 0; i < 8; ++i) trailer[8 + i] = static_cast<char>((digest >> (8 * i)) & 0xff);
+  } catch (const SystemError& e) {
+    problem = e.what();
+  }
+  if (problem.empty() && (::ftruncate(fd, static_cast<off_t>(length)) != 0 ||
+                          ::pwrite(fd, trailer, kTrailerBytes, static_cast<off_t>(length)) != static_cast<ssize_t>(kTrailerBytes))) {
+    err = errno;
+    problem = fmt::format("catalog: cannot write the checksum trailer of '{}'", path);
+  }
+  ::close(fd);
+  if (!problem.empty()) throw SystemError(problem, err ? err : EIO);
+}
+
+void check_trailer(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw SystemError(fmt::format("catalog '{}': cannot open it", path), errno);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  const off_t size = ::lseek(fd, 0, SEEK_END);
+  char trailer[kTrailerBytes] = {};
+  if (size < static_cast<off_t>(kTrailerBytes) ||
+      ::pread(fd, trailer, kTrailerBytes, size - static_cast<off_t>(kTrailerBytes)) != static_cast<ssize_t>(kTrailerBytes) ||
+      std::memcmp(trailer, kTrailerMagic, sizeof kTrailerMagic) != 0)
+    throw Error(fmt::format("catalog '{}': no checksum trailer at its end (the file is truncated, or was not "
+                            "written by swapcoord, or was edited without seal_catalog)", path));
+  std::uint64_t want = 0;
+  for (int i = 0; i < 8; ++i) want |= static_cast<std::uint64_t>(static_cast<unsigned char>(trailer[8 + i])) << (8 * i);
+  const std::uint64_t got = hash_prefix(fd, static_cast<std::uint64_t>(size) - kTrailerBytes, path);
+  if (got != want)
+    throw Error(fmt::format("catalog '{}': checksum {:016x} does not match its trailer's {:016x} (the file was "
+                            "changed after it was written)", path, got, want));
+}
+
 }  // namespace
+
+void seal_catalog(const std::string& path) {
+  quiet_hdf5();
+  H5Handle handle = make(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), fmt::format("catalog '{}': opening", path));
+  haddr_t eoa = 0;
+  hdf_check_status(H5Fget_eoa(handle.get(), &eoa), fmt::format("catalog '{}': H5Fget_eoa", path));
+  handle.reset();
+  write_trailer(path, eoa);
+}
 
 std::string Catalog::file_path(std::uint32_t index) const {
   if (index >= files.size()) throw Error(fmt::format("catalog: file index {} out of range", index));
@@ -490,6 +568,7 @@ void commit_catalog(MPI_Comm comm, const std::string& dir, const Catalog& header
   if (bad >= 0) throw Error(fmt::format("catalog commit of epoch {} failed on rank {}: {}", header.epoch, bad, message));
   if (rank == 0) {
     try {
+      seal_catalog(tmp);
       fsync_path(tmp, false);
       if (stage) stage("written");
       if (::rename(tmp.c_str(), final_path.c_str()) != 0)
@@ -592,6 +671,7 @@ Catalog load_catalog(const std::string& path) {
     throw Error(fmt::format("catalog '{}': no such file", path));
   if (H5Fis_hdf5(path.c_str()) <= 0)
     throw Error(fmt::format("catalog '{}': not an HDF5 file", path));
+  check_trailer(path);
   H5Handle handle = make(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), fmt::format("catalog '{}': opening", path));
   const hid_t f = handle.get();
   if (H5Aexists(f, "format") <= 0 || read_string_attribute(f, "format", path) != kCatalogFormat)

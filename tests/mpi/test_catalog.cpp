@@ -365,6 +365,7 @@ void rewrite_int_attribute(const std::string& path, const char* name, std::int32
   H5_OK(H5Awrite(a, H5T_NATIVE_INT32, &value));
   H5_OK(H5Aclose(a));
   H5_OK(H5Fclose(f));
+  seal_catalog(path);  // edited on purpose: a fresh checksum trailer
 }
 
 void delete_link(const std::string& path, const char* name) {
@@ -372,6 +373,7 @@ void delete_link(const std::string& path, const char* name) {
   H5_OK(f);
   H5_OK(H5Ldelete(f, name, H5P_DEFAULT));
   H5_OK(H5Fclose(f));
+  seal_catalog(path);  // edited on purpose: a fresh checksum trailer
 }
 
 // Replaces /tensors by a dataset of the same compound layout (each column's stored type
@@ -418,6 +420,7 @@ void make_checksum_column_float(const std::string& path) {
   H5_OK(H5Tclose(stored));
   H5_OK(H5Sclose(space));
   H5_OK(H5Fclose(f));
+  seal_catalog(path);  // edited on purpose: a fresh checksum trailer
 }
 
 // Replaces /tensors by a dataset of the same type that claims `rows` rows but has no storage
@@ -440,6 +443,7 @@ void make_tensors_claim_rows(const std::string& path, hsize_t rows) {
   H5_OK(H5Sclose(space));
   H5_OK(H5Tclose(stored));
   H5_OK(H5Fclose(f));
+  seal_catalog(path);  // edited on purpose: a fresh checksum trailer
 }
 
 // An HDF5 file with a dataset and, when `format` is non-empty, a string attribute "format".
@@ -466,6 +470,7 @@ void write_foreign_hdf5(const std::string& path, const std::string& format) {
     H5Tclose(type);
   }
   H5_OK(H5Fclose(f));
+  seal_catalog(path);  // edited on purpose: a fresh checksum trailer
 }
 
 // =====================================================================================
@@ -812,6 +817,7 @@ TEST(CatalogLoad, MissingDatasetsAndAttributes) {
     ASSERT_GE(f, 0);
     ASSERT_GE(H5Adelete(f, attribute), 0);
     H5Fclose(f);
+    seal_catalog(path);
     EXPECT_THAT(load_error(path), AllOf(HasSubstr(path), HasSubstr(std::string("attribute '") + attribute + "' is missing")));
   }
 }
@@ -1038,6 +1044,26 @@ TEST(CatalogLoad, AFileWithoutItsRootIsRejectedNamingTheCatalog) {
                                 {"no root 7", "job-cat/rank-"}}});
 }
 
+// One byte changed anywhere (here in the middle of the file) fails the checksum trailer,
+// before HDF5 parses anything; the message names the file.
+TEST(CatalogLoad, AChangedByteFailsTheChecksumTrailer) {
+  CommittedCatalog catalog;
+  ASSERT_TRUE(catalog.ok());
+  if (world_rank() != 0) return;
+  const std::string path = catalog.copy("changed-byte.h5");
+  std::vector<char> bytes = read_bytes(path);
+  bytes[bytes.size() / 2] = static_cast<char>(~bytes[bytes.size() / 2]);
+  write_bytes(path, bytes);
+  EXPECT_THAT(load_error(path), AllOf(HasSubstr(path), HasSubstr("does not match its trailer")));
+  seal_catalog(path);  // resealed, the same file loads (the byte was in unused space) or is
+                       // rejected by a content check, but never by the trailer
+  try {
+    load_catalog(path);
+  } catch (const Error& e) {
+    EXPECT_THAT(std::string(e.what()), Not(HasSubstr("trailer")));
+  }
+}
+
 // A compound member placed outside its record (the datatype message of /files patched so
 // that column 'path' starts at byte 0xE1000000 of a 272-byte record; found by the fuzz test
 // below). HDF5 accepts the type; reading the table with it must not crash the loader.
@@ -1056,6 +1082,7 @@ TEST(CatalogLoad, AColumnOutsideItsRecord) {
   ASSERT_EQ(text.find(member, at + 1), std::string::npos) << "more than one candidate";
   bytes[at + 11] = static_cast<char>(0xE1);
   write_bytes(path, bytes);
+  seal_catalog(path);  // so that the loader's own column check, not the trailer, must catch it
   const ChildLoad result = load_in_child(path);
   EXPECT_EQ(result.kind, ChildLoad::error) << result.detail;
   if (result.kind == ChildLoad::error) {

@@ -147,8 +147,14 @@ struct CatalogCheck {
 CatalogCheck verify_catalog(const Catalog& catalog, IoEngine& engine, std::size_t buffer_bytes, int rank,
                             int size, DirectMode direct = DirectMode::automatic);
 
-// Reads and checks a catalog (serial HDF5; any rank may call it). Throws Error naming the
-// file and the problem for: not an HDF5 file or not a catalog, a newer format version,
+// (Re)writes a catalog's integrity trailer: 16 bytes after the HDF5 data ("SCCATv1\0" and
+// the little-endian XXH64 of every byte before them). commit_catalog seals every catalog;
+// a tool that edits one on purpose (h5py, the tests) must seal it again.
+void seal_catalog(const std::string& path);
+
+// Reads and checks a catalog (serial HDF5; any rank may call it). The trailer is checked
+// first, so a truncated or altered file never reaches the HDF5 parser. Throws Error naming
+// the file and the problem for: a missing or wrong trailer, not an HDF5 file or not a catalog, a newer format version,
 // missing datasets or attributes, columns of the wrong type, rows that overlap or point
 // outside their file, absolute paths or paths with "..".
 Catalog load_catalog(const std::string& path);
