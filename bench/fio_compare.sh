@@ -19,7 +19,8 @@ qd=32
 rounds=5
 backend=libaio
 here=$(cd "$(dirname "$0")/.." && pwd)
-swapcoord=${SWAPCOORD:-$here/build/bin/swapcoord}
+swapcoord=${SWAPCOORD:-$here/build/release/bin/swapcoord}  # the release preset's binary
+[ -x "$swapcoord" ] || [ -n "${SWAPCOORD:-}" ] || swapcoord=$here/build/bin/swapcoord
 
 while [ $# -gt 0 ]; do
   case "$1" in
