@@ -313,6 +313,7 @@ class Job {
   std::vector<std::uint64_t> _checksums;  // XXH64 of each owned piece, from the last swap-out
   std::string _catalog_dir;               // rank 0's first root / job, absolute
   std::optional<Catalog> _resumed;        // the catalog a --resume started from
+  std::optional<CatalogIndex> _resume_index;  // its rows by tensor
   double _last_out_s = 0, _last_in_s = 0;
   std::optional<PhaseSync> _sync;
   std::optional<Watchdog> _watchdog;  // bounds the collective calls PhaseSync does not cover
@@ -429,7 +430,7 @@ void Job::crash_if(std::string_view point, int epoch) const {
 void Job::resume_swap_in(int epoch, PhaseReport& report) {
   // Read what this rank now owns from wherever the catalog says it is (the old layout,
   // possibly of another world size), in staging-buffer chunks, and check every value.
-  const CatalogIndex index(*_resumed, _tensors);
+  const CatalogIndex& index = *_resume_index;
   const Catalog& c = *_resumed;
   std::vector<std::optional<SwapFile>> files(c.files.size());
   PinnedAllocation buffer(_config.buffer_size);
@@ -630,7 +631,7 @@ int Job::run() {
     collectively(_topo->world(), _who, [&] {
       const std::string path = _catalog_dir + "/catalog.h5";
       _resumed.emplace(load_catalog(path));
-      const CatalogIndex index(*_resumed, _tensors);
+      _resume_index.emplace(*_resumed, _tensors);  // checks the catalog against the model
       for (std::uint32_t i = 0; i < _resumed->files.size(); ++i) {
         const std::string file = _resumed->file_path(i);
         std::error_code ec;

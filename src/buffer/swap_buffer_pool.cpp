@@ -14,15 +14,14 @@ SwapBufferPool::SwapBufferPool(std::span<const TensorView> buffers, std::size_t 
       throw Error(fmt::format("SwapBufferPool: buffers mix dtypes {} and {}",
                               dtype_name(buffers.front().dtype), dtype_name(buffer.dtype)));
     _buffers.emplace_back(buffer, alignment_bytes);
+    _largest_numel = std::max(_largest_numel, buffer.numel);
   }
 }
 
 SwapBuffer* SwapBufferPool::buffer_with_space(std::size_t numel, std::size_t aligned) {
-  std::size_t largest = 0;
-  for (const auto& buffer : _buffers) largest = std::max(largest, buffer.capacity_numel());
-  if (aligned > largest)
+  if (aligned > _largest_numel)
     throw Error(fmt::format("SwapBufferPool: a tensor of {} elements ({} aligned) is larger than "
-                            "any of its buffers ({} elements)", numel, aligned, largest));
+                            "any of its buffers ({} elements)", numel, aligned, _largest_numel));
   for (; _current < _buffers.size(); ++_current)
     if (_buffers[_current].has_space(aligned)) return &_buffers[_current];
   _current = _buffers.size() - 1;

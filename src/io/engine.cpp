@@ -28,7 +28,7 @@ struct Batch {
   std::atomic<std::size_t> unfinished{0};
   bool done = false;            // guarded by the engine mutex
   std::vector<IoFailure> failures;  // guarded by the engine mutex
-  std::vector<SwapFile*> written;   // files to fdatasync; used by wait() only
+  std::vector<SwapFile*> written;   // with fsync: the files to fdatasync (wait() only)
   std::uint64_t bytes = 0;
 };
 
@@ -75,7 +75,7 @@ class ThreadedEngine final : public IoEngine {
     for (std::size_t i = 0; i < requests.size(); ++i) {
       const auto& r = requests[i];
       batch->bytes += r.size_bytes;
-      if (r.op == IoOp::write) batch->written.push_back(r.file);
+      if (_config.fsync && r.op == IoOp::write) batch->written.push_back(r.file);
       for (std::uint64_t at = 0; at < r.size_bytes; at += block_size) {
         batch->blocks.push_back(Block{batch, static_cast<std::uint32_t>(i), r.op, r.file->fd(),
                                       static_cast<std::byte*>(r.buffer) + at, r.offset + at,

@@ -124,6 +124,15 @@ void AsyncTensorSwapper::drain() noexcept {
 
 void AsyncTensorSwapper::write_stream(std::span<const SwapLocation> locations, FillFn fill) {
   check(locations);
+  write_pipeline(locations, fill);
+}
+
+void AsyncTensorSwapper::read_stream(std::span<const SwapLocation> locations, DrainFn drain_fn) {
+  check(locations);
+  read_pipeline(locations, drain_fn);
+}
+
+void AsyncTensorSwapper::write_pipeline(std::span<const SwapLocation> locations, FillFn fill) {
   try {
     Cursor cursor;
     for (std::size_t next = 0; cursor.tensor < locations.size(); next = (next + 1) % _slots.size()) {
@@ -147,8 +156,7 @@ void AsyncTensorSwapper::write_stream(std::span<const SwapLocation> locations, F
   }
 }
 
-void AsyncTensorSwapper::read_stream(std::span<const SwapLocation> locations, DrainFn drain_fn) {
-  check(locations);
+void AsyncTensorSwapper::read_pipeline(std::span<const SwapLocation> locations, DrainFn drain_fn) {
   try {
     Cursor cursor;
     const std::size_t n = _slots.size();
@@ -179,8 +187,8 @@ void AsyncTensorSwapper::read_stream(std::span<const SwapLocation> locations, Dr
 
 void AsyncTensorSwapper::swap_out(std::span<const TensorView> tensors,
                                   std::span<const SwapLocation> locations) {
-  check(tensors, locations);
-  write_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
+  check(tensors, locations);  // also everything check(locations) checks
+  write_pipeline(locations, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
     const std::uint64_t size = tensors[i].size_bytes();
     const std::size_t copy = offset < size ? static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size - offset)) : 0;
     if (copy) std::memcpy(out.data(), tensors[i].bytes() + offset, copy);
@@ -191,7 +199,7 @@ void AsyncTensorSwapper::swap_out(std::span<const TensorView> tensors,
 void AsyncTensorSwapper::swap_in(std::span<const TensorView> tensors,
                                  std::span<const SwapLocation> locations) {
   check(tensors, locations);
-  read_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
+  read_pipeline(locations, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
     const std::uint64_t size = tensors[i].size_bytes();
     const std::size_t copy = offset < size ? static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), size - offset)) : 0;
     if (copy) std::memcpy(tensors[i].bytes() + offset, in.data(), copy);

@@ -45,6 +45,7 @@ class SwapBufferPool {
 
   std::vector<SwapBuffer> _buffers;
   std::size_t _current = 0;
+  std::size_t _largest_numel = 0;  // of the largest buffer
   std::vector<IoRequest> _requests;
 };
 

@@ -79,6 +79,9 @@ class AsyncTensorSwapper {
 
   void check(std::span<const TensorView> tensors, std::span<const SwapLocation> locations) const;
   void check(std::span<const SwapLocation> locations) const;
+  // The pipelines, after the caller's checks.
+  void write_pipeline(std::span<const SwapLocation> locations, FillFn fill);
+  void read_pipeline(std::span<const SwapLocation> locations, DrainFn drain);
   // Stages the next buffer-full from `cursor` into `slot` (pieces and requests).
   void plan(Slot& slot, Cursor& cursor, IoOp op, std::span<const SwapLocation> locations);
   void wait(Slot& slot);
