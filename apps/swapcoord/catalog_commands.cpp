@@ -73,7 +73,6 @@ int run_verify(const CatalogCli& cli, const std::vector<std::string>& argv) {
     AioConfig aio;
     aio.direct = parse_direct_mode(cli.direct);
     engine = make_engine(cli.backend, aio);
-    catalog = load_catalog(cli.catalog);
   } catch (const std::exception& e) {
     problem = e.what();
   }
@@ -82,8 +81,21 @@ int run_verify(const CatalogCli& cli, const std::vector<std::string>& argv) {
     if (rank == 0) std::fprintf(stderr, "rank %d@%s: %s\n", bad, host_name().c_str(), message.c_str());
     return kExitError;
   }
+  try {
+    catalog = load_catalog_collective(world, cli.catalog);  // rank 0 reads it, all get it
+  } catch (const MpiError&) {
+    throw;
+  } catch (const Error& e) {
+    if (rank == 0) std::fprintf(stderr, "rank 0@%s: %s\n", host_name().c_str(), e.what());
+    return kExitError;
+  }
   const auto start = std::chrono::steady_clock::now();
-  const CatalogCheck check = verify_catalog(catalog, *engine, buffer_bytes, rank, size, parse_direct_mode(cli.direct));
+  // Swap roots are node-local: each row is read by a rank on the node that holds it.
+  const CatalogAssignment assigned = assign_catalog_rows(world, catalog);
+  CatalogCheck check = verify_catalog_rows(catalog, *engine, buffer_bytes, assigned.rows, parse_direct_mode(cli.direct));
+  check.pieces += assigned.unreachable.pieces;
+  check.mismatches += assigned.unreachable.mismatches;
+  check.notes.insert(check.notes.begin(), assigned.unreachable.notes.begin(), assigned.unreachable.notes.end());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   // Rank 0 gathers every rank's figures and first notes.

@@ -6,10 +6,15 @@
 #include <string_view>
 #include <vector>
 
+#include "swapcoord/session/options.hpp"
+
 namespace swapcoord::app {
 
 // "4096", "4k", "1M", "1MiB", "2G" (binary multiples); throws ConfigError naming `what`.
-std::uint64_t parse_size(std::string_view text, std::string_view what);
+// The library's parser (swapcoord/session/options.hpp), so that bench, run and the config
+// files read sizes the same way.
+using swapcoord::parse_size;
+// Each item through parse_size.
 std::vector<std::uint64_t> parse_sizes(const std::vector<std::string>& items, std::string_view what);
 std::string format_size(std::uint64_t bytes);  // "1 GiB", "4 KiB", "4097 B"
 std::string host_name();

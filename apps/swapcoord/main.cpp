@@ -18,14 +18,20 @@ int main(int argc, char** argv) {
                ": tensor swapping between memory and NVMe, coordinated across MPI ranks"};
   app.require_subcommand(1);
   app.set_version_flag("--version", SWAPCOORD_VERSION);
+  // --log-level is accepted before the subcommand and after it (`swapcoord run
+  // --log-level debug ...`); given in both places, the subcommand's wins.
+  const char* level_help = "debug|info|warn|error|off";
   std::string level = "info";
-  app.add_option("--log-level", level, "debug|info|warn|error|off")->capture_default_str();
+  app.add_option("--log-level", level, level_help)->capture_default_str();
 
   app::BenchOptions bench;
   app::add_bench_command(app, bench);
   const auto run = app::add_run_command(app);
   const auto verify = app::add_verify_command(app);
   const auto inspect = app::add_inspect_command(app);
+  std::string sub_level;
+  for (CLI::App* sub : app.get_subcommands({}))
+    sub->add_option("--log-level", sub_level, level_help)->default_str(level);
 
   const std::vector<std::string> args(argv, argv + argc);
   try {
@@ -35,7 +41,7 @@ int main(int argc, char** argv) {
     return rc == 0 ? app::kExitOk : app::kExitError;
   }
   try {
-    log::set_level(log::parse_level(level));
+    log::set_level(log::parse_level(sub_level.empty() ? level : sub_level));
     if (app.got_subcommand("bench")) return app::run_bench(bench, args);
     if (app.got_subcommand("run")) return app::run_job(*run, args);
     if (app.got_subcommand("verify")) return app::run_verify(*verify, args);

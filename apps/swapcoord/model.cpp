@@ -65,7 +65,8 @@ std::vector<std::string> preset_names() {
   return names;
 }
 
-std::vector<TensorSpec> preset_tensors(std::string_view name, double scale, SwapWhat what) {
+std::vector<TensorSpec> preset_tensors(std::string_view name, double scale, SwapWhat what,
+                                       std::optional<DType> param_dtype) {
   if (!(scale > 0) || scale > 4)
     throw ConfigError(fmt::format("run.scale: {} is not in (0, 4]", scale));
   const Preset* preset = nullptr;
@@ -76,7 +77,7 @@ std::vector<TensorSpec> preset_tensors(std::string_view name, double scale, Swap
                                   "gpt-6.7b, llama-7b)", name));
   const std::uint64_t h = scaled(preset->hidden, scale), f = scaled(preset->ffn, scale),
                       v = scaled(preset->vocab, scale);
-  const DType dtype = preset->llama ? DType::bf16 : DType::f16;
+  const DType dtype = param_dtype.value_or(preset->llama ? DType::bf16 : DType::f16);
   std::vector<TensorSpec> params;
   auto add = [&](std::string n, std::vector<std::uint64_t> shape) {
     params.push_back({std::move(n), std::move(shape), dtype});
@@ -119,7 +120,8 @@ std::vector<TensorSpec> preset_tensors(std::string_view name, double scale, Swap
   return with_state(std::move(params), what);
 }
 
-std::vector<TensorSpec> load_tensor_list(const std::string& path, SwapWhat what) {
+std::vector<TensorSpec> load_tensor_list(const std::string& path, SwapWhat what,
+                                         std::optional<DType> param_dtype) {
   std::ifstream in(path);
   if (!in) throw ConfigError(fmt::format("run.tensors: cannot open '{}'", path));
   nlohmann::json doc;
@@ -156,7 +158,7 @@ std::vector<TensorSpec> load_tensor_list(const std::string& path, SwapWhat what)
       spec.shape.push_back(d.get<std::uint64_t>());
     }
     spec.dtype = t.contains("dtype") ? parse_dtype(t["dtype"].is_string() ? t["dtype"].get<std::string>() : std::string("?"))
-                                     : DType::f32;
+                                     : param_dtype.value_or(DType::f32);
     params.push_back(std::move(spec));
   }
   return with_state(std::move(params), what);

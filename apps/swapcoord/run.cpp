@@ -1,71 +1,38 @@
-// swapcoord run: the main job. A training-loop emulation on a model description: every
-// rank computes the same SwapPlan, then for each step swaps in what it owns (verifying
-// every value against what the previous step wrote) and swaps out new values, each phase
-// ending with a PhaseSync. Output in the nccl-tests style; --json for every figure.
+// swapcoord run: the main job, a client of SwapSession. A training-loop emulation on a
+// model description: each step swaps in what this rank owns (checking every value against
+// what the previous step wrote), swaps out new values and commits; each phase ends with a
+// PhaseSync barrier that carries the figures. Output in the nccl-tests style; --json.
 //
 // Values: the 8-byte word w of tensor t at epoch e (counted from the tensor's first byte,
 // so shards and whole tensors agree) is a hash of (t, w, e); padding after a piece is zero.
-// Epoch 0 is written before step 1; step s verifies epoch s-1 and writes epoch s into
-// slot s % slots; a final swap-in verifies the last epoch.
+// Epoch 0 is written before step 1; step s checks epoch s-1 and writes epoch s; a final
+// swap-in checks the last epoch.
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <csignal>
-#include <ctime>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
-#include <memory>
 #include <optional>
 
-#include <CLI/CLI.hpp>
-#include <xxhash.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.hpp"
 #include "commands.hpp"
 #include "model.hpp"
+#include "run_cli.hpp"
 #include "run_config.hpp"
-#include "swapcoord/buffer/swap_buffer_manager.hpp"
-#include "swapcoord/catalog/catalog.hpp"
 #include "swapcoord/common/log.hpp"
 #include "swapcoord/common/mix.hpp"
 #include "swapcoord/config.hpp"
 #include "swapcoord/coord/mpi.hpp"
-#include "swapcoord/coord/phase_sync.hpp"
-#include "swapcoord/coord/topology.hpp"
-#include "swapcoord/coord/watchdog.hpp"
-#include "swapcoord/io/io_engine.hpp"
-#include "swapcoord/io/swap_file.hpp"
-#include "swapcoord/swap/async_tensor_swapper.hpp"
+#include "swapcoord/io/unique_fd.hpp"
+#include "swapcoord/session/session.hpp"
 
 namespace swapcoord::app {
-
-// Raw flags; those given override the config file (apply()).
-struct RunCli {
-  std::string config, json, roots, job, layout, policy, preset, tensors, swap, backend, direct,
-      node_key, buffer_size, block_size;
-  double scale = 0, phase_timeout = 0;
-  int steps = 0, slots = 0;
-  std::size_t buffer_count = 0, queue_depth = 0, threads = 0;
-  bool verify = true, fsync = true, allgather = false, cleanup = false;
-  int corrupt_epoch = -1;  // testing aid: damage one word on disk after this swap-out
-  bool resume = false, verify_checksums = false;
-  std::string crash_at;    // testing aid: where to SIGKILL this process
-  int crash_epoch = 0, crash_rank = 0;
-  std::vector<std::pair<CLI::Option*, void (*)(const RunCli&, RunConfig&)>> overrides;
-
-  void apply(RunConfig& c) const {
-    for (const auto& [option, set] : overrides)
-      if (option->count() > 0) set(*this, c);
-  }
-};
-
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -122,202 +89,33 @@ std::uint64_t check_piece(const PlanPiece& piece, std::size_t element_size, int 
   return wrong;
 }
 
-// This rank's swap files and the locations of its pieces, per slot. A slot's files are
-// created (preallocated) by the first swap-out into that slot, so that a resumed job does
-// not truncate files it still has to read, and a full disk shows up in that swap-out.
-struct RankFiles {
-  bool ready[2] = {false, false};
-  std::vector<SwapFile> files[2];
-  std::vector<SwapLocation> locations[2];  // per owned piece
-  std::size_t first_file = 0;              // the index of this rank's first file in the plan
-
-  void create(int slot, const SwapPlan& plan, const Topology& topo, const RunConfig& config) {
-    if (ready[slot]) return;
-    const int rank = topo.rank();
-    const auto first = std::lower_bound(plan.files.begin(), plan.files.end(), rank,
-                                        [](const PlanFile& f, int r) { return f.owner < r; });
-    first_file = static_cast<std::size_t>(first - plan.files.begin());
-    auto& out = files[slot];
-    out.clear();
-    for (auto it = first; it != plan.files.end() && it->owner == rank; ++it) {
-      const std::string& root = topo.roots().at(static_cast<std::size_t>(it->root));
-      const std::filesystem::path path = std::filesystem::path(root) / file_relative_path(*it, config.job, slot);
-      std::error_code ec;
-      std::filesystem::create_directories(path.parent_path(), ec);
-      if (ec)
-        throw SystemError(fmt::format("cannot create directory '{}'", path.parent_path().string()), ec.value());
-      out.push_back(SwapFile::create(path.string(), it->size_bytes, config.aio.direct));
-    }
-    auto& where = locations[slot];
-    where.clear();
-    for (const auto& p : plan.pieces_of(rank)) where.push_back({&out.at(p.file - first_file), p.offset, p.aligned_bytes});
-    ready[slot] = true;
-  }
-};
-
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
-}
-
-std::string absolute_path(const std::string& path) {
-  return std::filesystem::absolute(path).lexically_normal().string();
-}
-
-// Rank 0's `text` on every rank.
-std::string broadcast_string(MPI_Comm comm, std::string text) {
-  unsigned long long length = text.size();
-  mpi_check(MPI_Bcast(&length, 1, MPI_UNSIGNED_LONG_LONG, 0, comm), "MPI_Bcast (length)");
-  text.resize(length);
-  mpi_check(MPI_Bcast(text.data(), static_cast<int>(length), MPI_CHAR, 0, comm), "MPI_Bcast (text)");
-  return text;
-}
-
-std::string format_rank_bytes(std::uint64_t bytes) {
-  return fmt::format("{:.1f} MB", static_cast<double>(bytes) / 1e6);
-}
-
-void add_flags(CLI::App* cmd, RunCli& c) {
-  auto flag = [&](CLI::Option* option, void (*set)(const RunCli&, RunConfig&)) {
-    c.overrides.emplace_back(option, set);
-  };
-  cmd->add_option("--config", c.config, "JSON config file (sections aio, swap, run)");
-  cmd->add_option("--json", c.json, "Also write every figure (and argv) to this JSON file");
-  cmd->add_flag("--cleanup", c.cleanup, "Remove the swap files at the end");
-  flag(cmd->add_option("--preset", c.preset, "Model preset: gpt-125m, gpt-1.3b, gpt-6.7b, llama-7b"),
-       [](const RunCli& f, RunConfig& r) { r.preset = f.preset; r.tensors.clear(); });
-  flag(cmd->add_option("--tensors", c.tensors, "JSON tensor list instead of a preset"),
-       [](const RunCli& f, RunConfig& r) { r.tensors = f.tensors; });
-  flag(cmd->add_option("--scale", c.scale, "Shrink (or grow) the preset's dimensions"),
-       [](const RunCli& f, RunConfig& r) { r.scale = f.scale; });
-  flag(cmd->add_option("--swap", c.swap, "What is swapped: params, optimizer, both"),
-       [](const RunCli& f, RunConfig& r) { r.swap = parse_swap_what(f.swap); });
-  flag(cmd->add_option("--steps", c.steps, "Training steps"),
-       [](const RunCli& f, RunConfig& r) { r.steps = f.steps; });
-  flag(cmd->add_option("--roots", c.roots, "Swap roots of this node, comma-separated (one per NVMe device)"),
-       [](const RunCli& f, RunConfig& r) {
-         r.roots.clear();
-         std::size_t start = 0;
-         while (start <= f.roots.size()) {
-           const auto end = std::min(f.roots.find(',', start), f.roots.size());
-           r.roots.push_back(f.roots.substr(start, end - start));
-           start = end + 1;
-         }
-       });
-  flag(cmd->add_option("--job", c.job, "Job name (directory under each root)"),
-       [](const RunCli& f, RunConfig& r) { r.job = f.job; });
-  flag(cmd->add_option("--layout", c.layout, "slab or file-per-tensor"),
-       [](const RunCli& f, RunConfig& r) { r.layout = parse_layout(f.layout); });
-  flag(cmd->add_option("--slots", c.slots, "1 (in place) or 2 (A/B)"),
-       [](const RunCli& f, RunConfig& r) { r.slots = f.slots; });
-  flag(cmd->add_option("--policy", c.policy, "balanced, sharded or round-robin"),
-       [](const RunCli& f, RunConfig& r) { r.policy = parse_policy(f.policy); });
-  flag(cmd->add_option("--buffer-count", c.buffer_count, "Pinned staging buffers per rank"),
-       [](const RunCli& f, RunConfig& r) { r.buffer_count = f.buffer_count; });
-  flag(cmd->add_option("--buffer-size", c.buffer_size, "Bytes per staging buffer (e.g. 16M)"),
-       [](const RunCli& f, RunConfig& r) { r.buffer_size = parse_size(f.buffer_size, "--buffer-size"); });
-  flag(cmd->add_flag("--verify,!--no-verify", c.verify, "Check every value swapped in"),
-       [](const RunCli& f, RunConfig& r) { r.verify = f.verify; });
-  flag(cmd->add_option("--backend", c.backend, "I/O backend: libaio, io_uring, posix"),
-       [](const RunCli& f, RunConfig& r) { r.backend = f.backend; });
-  flag(cmd->add_option("--block-size", c.block_size, "aio.block_size (e.g. 1M)"),
-       [](const RunCli& f, RunConfig& r) { r.aio.block_size = parse_size(f.block_size, "--block-size"); });
-  flag(cmd->add_option("--queue-depth", c.queue_depth, "aio.queue_depth"),
-       [](const RunCli& f, RunConfig& r) { r.aio.queue_depth = f.queue_depth; });
-  flag(cmd->add_option("--threads", c.threads, "aio.intra_op_parallelism"),
-       [](const RunCli& f, RunConfig& r) { r.aio.intra_op_parallelism = f.threads; });
-  flag(cmd->add_option("--direct", c.direct, "auto, on or off"),
-       [](const RunCli& f, RunConfig& r) { r.aio.direct = parse_direct_mode(f.direct); });
-  flag(cmd->add_flag("--fsync,!--no-fsync", c.fsync, "fdatasync at the end of each swap-out"),
-       [](const RunCli& f, RunConfig& r) { r.aio.fsync = f.fsync; });
-  flag(cmd->add_option("--phase-timeout", c.phase_timeout, "Seconds a phase may wait for all ranks"),
-       [](const RunCli& f, RunConfig& r) { r.phase_timeout_s = f.phase_timeout; });
-  flag(cmd->add_option("--node-key", c.node_key, "How ranks form nodes: shared, slurm, env:VAR"),
-       [](const RunCli& f, RunConfig& r) { r.node_key = f.node_key; });
-  cmd->add_flag("--resume", c.resume, "Continue from the last committed epoch in the catalog");
-  cmd->add_flag("--verify-checksums", c.verify_checksums,
-                "With --resume: also check every piece's checksum before starting");
-  cmd->add_option("--crash-at", c.crash_at,
-                  "Testing aid: SIGKILL --crash-rank at swap-out (halfway), sync, commit, written or renamed")
-      ->group("Testing")
-      ->check(CLI::IsMember({"swap-out", "sync", "commit", "written", "renamed"}));
-  cmd->add_option("--crash-epoch", c.crash_epoch, "Testing aid: the epoch of --crash-at")->group("Testing");
-  cmd->add_option("--crash-rank", c.crash_rank, "Testing aid: the rank of --crash-at")->group("Testing");
-  cmd->add_option("--inject-corruption", c.corrupt_epoch,
-                  "Testing aid: after the swap-out of this epoch, rank 0 overwrites 8 bytes of its "
-                  "first piece on disk, which the next swap-in must report")
-      ->group("Testing");
-  flag(cmd->add_flag("--allgather", c.allgather, "Sharded policy: rebuild every tensor on every rank after each swap-in"),
-       [](const RunCli& f, RunConfig& r) { r.allgather = f.allgather; });
-}
-
-// Runs `fn` on every rank; if it throws on any rank, every rank throws the same Error
-// carrying the first failing rank's message (for steps before the phases start).
-template <class Fn>
-void collectively(MPI_Comm comm, const std::string& who, Fn&& fn) {
-  std::string problem;
-  bool config_error = false;
-  try {
-    fn();
-  } catch (const ConfigError& e) {
-    problem = e.what();
-    config_error = true;
-  } catch (const std::exception& e) {
-    problem = e.what();
-  }
-  const auto [rank, message] = first_message(comm, problem.empty() ? problem : who + ": " + problem);
-  if (rank < 0) return;
-  if (config_error) throw ConfigError(message);
-  throw PhaseError(message, rank);
-}
-
 class Job {
  public:
-  Job(const RunConfig& config, const RunCli& cli, const std::vector<std::string>& argv)
-      : _config(config), _cli(cli), _argv(argv) {}
-
+  Job(const RunCli& cli, const std::vector<std::string>& argv) : _cli(cli), _argv(argv) {}
   int run();
 
  private:
-  void print(const char* format_text, const std::string& text) const {
-    if (_topo->rank() == 0) std::printf(format_text, text.c_str());
-  }
   // One phase on every rank: runs `work`, reports, prints the row, keeps the figures.
   void phase(int step, const char* name, int epoch, const std::function<void(PhaseReport&)>& work);
   void swap_out(int epoch, PhaseReport& report);
   void swap_in(int epoch, PhaseReport& report);
   void allgather(int epoch, PhaseReport& report);
-  void corrupt(const SwapLocation& where) const;
-  void commit(int epoch);
-  void resume_swap_in(int epoch, PhaseReport& report);
+  void corrupt(std::uint32_t id);
   void crash_if(std::string_view point, int epoch) const;
-  std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> _hash{XXH64_createState(), &XXH64_freeState};
   void header();
+  void report_json() const;
+  const PlanPiece& piece(std::uint32_t id) const { return *_session->local_piece(id); }
+  std::size_t element_size(std::uint32_t id) const { return dtype_size(_tensors[id].dtype); }
 
   RunConfig _config;
   const RunCli& _cli;
   std::vector<std::string> _argv;
-  std::optional<Topology> _topo;
   std::string _who;  // "rank N@host"
+  int _rank = 0;
   std::vector<TensorSpec> _tensors;
-  SwapPlan _plan;
-  std::span<const PlanPiece> _mine;
-  std::unique_ptr<IoEngine> _engine;
-  std::optional<SwapBufferManager> _staging;
-  std::optional<AsyncTensorSwapper> _swapper;
-  RankFiles _files;
-  std::vector<std::uint64_t> _checksums;  // XXH64 of each owned piece, from the last swap-out
-  std::string _catalog_dir;               // rank 0's first root / job, absolute
-  std::optional<Catalog> _resumed;        // the catalog a --resume started from
-  std::optional<CatalogIndex> _resume_index;  // its rows by tensor
-  double _last_out_s = 0, _last_in_s = 0;
-  std::optional<PhaseSync> _sync;
-  std::optional<Watchdog> _watchdog;  // bounds the collective calls PhaseSync does not cover
-  std::chrono::milliseconds _timeout{0};
+  std::optional<SwapSession> _session;
+  std::vector<std::uint32_t> _ids;  // this rank's pieces (tensor ids), in plan order
+  int _epoch_in_flight = 0;         // for the commit-stage crash seam
   json _phases = json::array();
   std::uint64_t _wrong = 0;
   double _out_gbps_sum = 0, _in_gbps_sum = 0;
@@ -329,28 +127,25 @@ void Job::phase(int step, const char* name, int epoch, const std::function<void(
   const auto start = Clock::now();
   try {
     work(report);
+  } catch (const PhaseError& e) {  // from a collective call: already names the rank
+    report.failed = true;
+    report.message = fmt::format("{} (phase {}, epoch {})", e.what(), name, epoch);
   } catch (const std::exception& e) {
     report.failed = true;
     report.message = fmt::format("{}: {} (phase {}, epoch {})", _who, e.what(), name, epoch);
   }
   report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  if (std::string_view(name) == "swap-out") _last_out_s = report.seconds;
-  if (std::string_view(name) == "swap-in") _last_in_s = report.seconds;
-  const PhaseStats s = _sync->end_phase(name, epoch, report);
+  const PhaseStats s = _session->end_phase(name, epoch, report);
   _wrong += s.wrong;
-  if (std::string_view(name) == "swap-out") {
-    _out_gbps_sum += s.aggregate_gbps;
-    ++_out_count;
-  } else if (std::string_view(name) == "swap-in") {
-    _in_gbps_sum += s.aggregate_gbps;
-    ++_in_count;
-  }
+  const std::string_view kind = name;
+  if (kind == "swap-out") _out_gbps_sum += s.aggregate_gbps, ++_out_count;
+  if (kind == "swap-in") _in_gbps_sum += s.aggregate_gbps, ++_in_count;
   _phases.push_back({{"step", step}, {"phase", name}, {"epoch", epoch}, {"bytes", s.bytes},
                      {"seconds_min", s.seconds_min}, {"seconds_mean", s.seconds_mean},
                      {"seconds_max", s.seconds_max}, {"aggregate_gbps", s.aggregate_gbps},
                      {"rank_gbps_min", s.gbps_min}, {"rank_gbps_mean", s.gbps_mean},
                      {"rank_gbps_max", s.gbps_max}, {"imbalance", s.imbalance}, {"wrong", s.wrong}});
-  if (_topo->rank() == 0) {
+  if (_rank == 0) {
     std::printf("  %5d %9s %6d %14llu %9.4f %9.2f %9.2f %9.2f %9.2f %9.2f %8llu\n", step, name, epoch,
                 static_cast<unsigned long long>(s.bytes), s.seconds_max, s.aggregate_gbps, s.gbps_min,
                 s.gbps_mean, s.gbps_max, s.imbalance, static_cast<unsigned long long>(s.wrong));
@@ -360,172 +155,64 @@ void Job::phase(int step, const char* name, int epoch, const std::function<void(
 }
 
 void Job::swap_out(int epoch, PhaseReport& report) {
-  const int slot = epoch % _config.slots;
-  _files.create(slot, _plan, *_topo, _config);
-  const auto& locations = _files.locations[slot];
-  XXH64_state_t* hash = _hash.get();
-  _swapper->write_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
-    const PlanPiece& p = _mine[i];
-    if (offset == 0 && i == _mine.size() / 2) crash_if("swap-out", epoch);
-    fill_piece(p, dtype_size(_tensors[p.tensor].dtype), epoch, offset, out);
-    // The checksum covers the piece's data bytes, not the padding after them.
-    if (offset == 0) XXH64_reset(hash, 0);
-    if (offset < p.bytes) {
-      const auto data = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), p.bytes - offset));
-      XXH64_update(hash, out.data(), data);
-      if (offset + data == p.bytes) _checksums[i] = XXH64_digest(hash);
-    }
+  const std::uint32_t crash_at = _ids.empty() ? 0 : _ids[_ids.size() / 2];
+  const auto figures = _session->swap_out_stream(_ids, [&](std::uint32_t id, std::uint64_t offset, std::span<std::byte> out) {
+    if (offset == 0 && id == crash_at) crash_if("swap-out", epoch);
+    fill_piece(piece(id), element_size(id), epoch, offset, out);
   });
-  crash_if("sync", epoch);
-  if (_config.aio.fsync)
-    for (const auto& file : _files.files[slot]) file.sync();
-  for (const auto& l : locations) report.bytes += l.bytes;
-  if (epoch == _cli.corrupt_epoch && _topo->rank() == 0 && !locations.empty()) corrupt(locations.front());
-}
-
-void Job::commit(int epoch) {
-  crash_if("commit", epoch);
-  const int slot = epoch % _config.slots;
-  Catalog header;
-  header.job = _config.job;
-  header.epoch = epoch;
-  header.slot = slot;
-  header.slots = _config.slots;
-  header.world_size = _topo->world_size();
-  header.node_count = _topo->node_count();
-  header.layout = std::string(to_string(_config.layout));
-  header.policy = std::string(to_string(_config.policy));
-  header.alignment = _plan.options.alignment_bytes;
-  header.plan_fingerprint = fmt::format("{:016x}", _plan.fingerprint());
-  header.config_json = _config.to_json().dump();
-  header.created = utc_now();
-  CatalogPart part;
-  for (std::size_t i = 0; i < _mine.size(); ++i) {
-    const PlanPiece& p = _mine[i];
-    part.tensors.push_back({p.tensor, _tensors[p.tensor].name, _tensors[p.tensor].dtype, p.numel, p.element_offset,
-                            p.shard, p.shard_count, p.owner, p.node, p.root, p.file, p.offset, p.bytes,
-                            p.aligned_bytes, _checksums[i], epoch});
-  }
-  for (std::size_t k = 0; k < _files.files[slot].size(); ++k) {
-    const PlanFile& f = _plan.files[_files.first_file + k];
-    part.files.push_back({file_relative_path(f, _config.job, slot), f.owner, f.root, f.size_bytes});
-  }
-  if (_topo->local_rank() == 0)
-    for (std::size_t i = 0; i < _topo->roots().size(); ++i)
-      part.roots.push_back({_topo->node(), static_cast<std::int32_t>(i), absolute_path(_topo->roots()[i])});
-  part.rank = {_topo->rank(), _topo->node(), _topo->local_rank(), _topo->host(),
-               _plan.rank_bytes[static_cast<std::size_t>(_topo->rank())], _last_out_s, _last_in_s};
-  Watchdog::Scope guard(*_watchdog, fmt::format("phase commit of epoch {}", epoch), _timeout);
-  commit_catalog(_topo->world(), _catalog_dir, header, part, [&](const char* stage) { crash_if(stage, epoch); });
-}
-
-void Job::crash_if(std::string_view point, int epoch) const {
-  if (_cli.crash_at != point || _cli.crash_epoch != epoch || _cli.crash_rank != _topo->rank()) return;
-  std::fprintf(stderr, "%s: --crash-at %s: killing this process in epoch %d\n", _who.c_str(),
-               std::string(point).c_str(), epoch);
-  std::fflush(stderr);
-  ::raise(SIGKILL);
-}
-
-void Job::resume_swap_in(int epoch, PhaseReport& report) {
-  // Read what this rank now owns from wherever the catalog says it is (the old layout,
-  // possibly of another world size), in staging-buffer chunks, and check every value.
-  const CatalogIndex& index = *_resume_index;
-  const Catalog& c = *_resumed;
-  std::vector<std::optional<SwapFile>> files(c.files.size());
-  PinnedAllocation buffer(_config.buffer_size);
-  std::vector<CatalogSegment> segments;
-  std::vector<std::string> notes;
-  for (const PlanPiece& p : _mine) {
-    const std::size_t element = dtype_size(_tensors[p.tensor].dtype);
-    const std::uint64_t begin = p.element_offset * element;
-    segments.clear();
-    index.locate(p.tensor, begin, begin + p.bytes, segments);
-    for (const CatalogSegment& seg : segments) {
-      if (!files[seg.file]) files[seg.file].emplace(SwapFile::open(c.file_path(seg.file), _config.aio.direct));
-      for (std::uint64_t done = 0; done < seg.read_bytes; done += _config.buffer_size) {
-        const std::uint64_t length = std::min<std::uint64_t>(_config.buffer_size, seg.read_bytes - done);
-        const IoRequest read{IoOp::read, &*files[seg.file], buffer.data(), seg.file_offset + done, length};
-        _engine->run({&read, 1});
-        report.bytes += length;
-        if (!_config.verify || done >= seg.bytes) continue;
-        const std::uint64_t data = std::min<std::uint64_t>(length, seg.bytes - done);
-        std::optional<std::uint64_t> first;
-        const auto wrong = check_piece(p, element, epoch, seg.tensor_offset - begin + done,
-                                       {buffer.data(), static_cast<std::size_t>(data)}, first);
-        report.wrong += wrong;
-        if (wrong > 0 && notes.size() < 3)
-          notes.push_back(fmt::format("'{}' element {} ({} wrong in '{}' at {})", _tensors[p.tensor].name, *first,
-                                      wrong, files[seg.file]->path(), seg.file_offset + done));
-      }
-    }
-  }
-  if (!notes.empty()) report.message = _who + ": " + join(notes, "; ");
-}
-
-void Job::corrupt(const SwapLocation& where) const {
-  // Through a separate buffered descriptor, as another program damaging the file would.
-  const std::uint64_t offset = where.offset + std::min<std::uint64_t>(_mine.front().bytes / 2 / 8 * 8, where.bytes - 8);
-  UniqueFd fd(::open(where.file->path().c_str(), O_WRONLY | O_CLOEXEC));
-  const std::uint64_t junk = 0x0badc0ffee0ddf00ULL;
-  if (!fd || ::pwrite(fd.get(), &junk, sizeof junk, static_cast<off_t>(offset)) != sizeof junk ||
-      ::fdatasync(fd.get()) != 0)
-    throw SystemError(fmt::format("--inject-corruption: cannot write '{}'", where.file->path()), errno);
-  log::warn(fmt::format("--inject-corruption: overwrote 8 bytes at offset {} of '{}'", offset,
-                        where.file->path()));
+  report.bytes = figures.bytes;
+  if (epoch == _cli.corrupt_epoch && _rank == 0 && !_ids.empty()) corrupt(_ids.front());
 }
 
 void Job::swap_in(int epoch, PhaseReport& report) {
-  const int slot = epoch % _config.slots;
-  if (!_files.ready[slot]) throw Error(fmt::format("swap-in of epoch {}: slot {} was never written", epoch, slot));
-  const auto& locations = _files.locations[slot];
-  std::vector<std::string> notes;
-  _swapper->read_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
-    if (!_config.verify) return;
-    const PlanPiece& p = _mine[i];
+  struct Wrong {
+    std::uint32_t id;
+    std::uint64_t first, count, offset;
+  };
+  std::vector<Wrong> wrong;
+  const auto figures = _session->swap_in_stream(_ids, [&](std::uint32_t id, std::uint64_t offset, std::span<const std::byte> in) {
+    if (!_config.check_values) return;
     std::optional<std::uint64_t> first;
-    const auto wrong = check_piece(p, dtype_size(_tensors[p.tensor].dtype), epoch, offset, in, first);
-    report.wrong += wrong;
-    if (wrong > 0 && notes.size() < 3)
-      notes.push_back(fmt::format("'{}' element {} ({} wrong in bytes {}..{} of {})", _tensors[p.tensor].name,
-                                  *first, wrong, offset, offset + in.size(), locations[i].file->path()));
+    const auto n = check_piece(piece(id), element_size(id), epoch, offset, in, first);
+    report.wrong += n;
+    if (n > 0 && wrong.size() < 3) wrong.push_back({id, *first, n, offset});
   });
-  for (const auto& l : locations) report.bytes += l.bytes;
+  report.bytes = figures.bytes;
+  std::vector<std::string> notes;
+  for (const auto& w : wrong) {
+    std::string where = "the resumed catalog's files";
+    if (const PieceFile f = _session->where(w.id); !f.path.empty()) where = fmt::format("'{}' at {}", f.path, f.offset + w.offset);
+    notes.push_back(fmt::format("'{}' element {} ({} wrong in {})", _tensors[w.id].name, w.first, w.count, where));
+  }
   if (!notes.empty()) report.message = _who + ": " + join(notes, "; ");
 }
 
 void Job::allgather(int epoch, PhaseReport& report) {
   // Every tensor, shard by shard: read this rank's shard, all-gather, check the whole.
-  std::vector<std::vector<const PlanPiece*>> by_tensor(_tensors.size());
-  for (const auto& p : _plan.pieces) by_tensor[p.tensor].push_back(&p);
-  std::uint64_t largest = 0, largest_shard = 0;
+  const SwapPlan& plan = _session->plan();
+  std::vector<std::vector<PlanPiece>> by_tensor(_tensors.size());
+  for (const auto& p : plan.pieces) by_tensor[p.tensor].push_back(p);
+  std::uint64_t largest = 0;
   for (const auto& t : _tensors) largest = std::max(largest, t.size_bytes());
-  for (const auto& p : _mine) largest_shard = std::max(largest_shard, p.aligned_bytes);
-  std::vector<std::byte> full(largest);
-  PinnedAllocation shard(largest_shard);
-  const int slot = epoch % _config.slots;
+  std::vector<std::byte> full(largest), shard;
   std::vector<std::string> notes;
   for (std::uint32_t t = 0; t < _tensors.size(); ++t) {
-    std::vector<PlanPiece> pieces;
     std::span<const std::byte> local;
-    for (const PlanPiece* p : by_tensor[t]) {
-      pieces.push_back(*p);
-      if (p->owner != _topo->rank()) continue;
-      const auto i = static_cast<std::size_t>(p - _mine.data());
-      const IoRequest read = to_request(IoOp::read, _files.locations[slot][i], shard.data(), p->aligned_bytes);
-      _engine->run({&read, 1});
-      local = {shard.data(), p->bytes};
+    if (const PlanPiece* p = _session->local_piece(t)) {
+      shard.resize(p->bytes);
+      const TensorView view{shard.data(), p->numel, _tensors[t].dtype, Device::cpu()};
+      _session->swap_in({&t, 1}, {&view, 1});
+      local = shard;
     }
-    const std::size_t element = dtype_size(_tensors[t].dtype);
     const std::span<std::byte> out(full.data(), _tensors[t].size_bytes());
-    allgather_tensor(_topo->world(), pieces, element, local, out);
-    if (_config.verify) {
+    allgather_tensor(_session->topology().world(), by_tensor[t], element_size(t), local, out);
+    if (_config.check_values) {
       PlanPiece whole{};
       whole.tensor = t;
       whole.numel = _tensors[t].numel();
       whole.bytes = _tensors[t].size_bytes();
       std::optional<std::uint64_t> first;
-      const auto wrong = check_piece(whole, element, epoch, 0, out, first);
+      const auto wrong = check_piece(whole, element_size(t), epoch, 0, out, first);
       report.wrong += wrong;
       if (wrong > 0 && notes.size() < 3)
         notes.push_back(fmt::format("all-gathered '{}' element {} ({} wrong)", _tensors[t].name, *first, wrong));
@@ -535,199 +222,182 @@ void Job::allgather(int epoch, PhaseReport& report) {
   if (!notes.empty()) report.message = _who + ": " + join(notes, "; ");
 }
 
+void Job::corrupt(std::uint32_t id) {
+  // Through a separate buffered descriptor, as another program damaging the file would.
+  const PieceFile where = _session->where(id);
+  const std::uint64_t offset = where.offset + std::min<std::uint64_t>(piece(id).bytes / 2 / 8 * 8, where.bytes - 8);
+  UniqueFd fd(::open(where.path.c_str(), O_WRONLY | O_CLOEXEC));
+  const std::uint64_t junk = 0x0badc0ffee0ddf00ULL;
+  if (!fd || ::pwrite(fd.get(), &junk, sizeof junk, static_cast<off_t>(offset)) != sizeof junk || ::fdatasync(fd.get()) != 0)
+    throw SystemError(fmt::format("--inject-corruption: cannot write '{}'", where.path), errno);
+  log::warn(fmt::format("--inject-corruption: overwrote 8 bytes at offset {} of '{}'", offset, where.path));
+}
+
+void Job::crash_if(std::string_view point, int epoch) const {
+  if (_cli.crash_at != point || _cli.crash_epoch != epoch || _cli.crash_rank != _rank) return;
+  std::fprintf(stderr, "%s: --crash-at %s: killing this process in epoch %d\n", _who.c_str(), std::string(point).c_str(), epoch);
+  std::fflush(stderr);
+  ::raise(SIGKILL);
+}
+
 void Job::header() {
+  const SwapPlan& plan = _session->plan();
+  const Topology& topo = _session->topology();
   const auto& c = _config;
-  if (_topo->rank() == 0) {
+  const auto& o = c.session;
+  if (_rank == 0) {
     std::uint64_t tensor_bytes = 0;
     for (const auto& t : _tensors) tensor_bytes += t.size_bytes();
     std::printf("# swapcoord run %s (%s)\n", SWAPCOORD_VERSION, mpi_library_version().c_str());
     std::printf("# command: %s\n", join(_argv, " ").c_str());
-    if (c.tensors.empty())
-      std::printf("# model: %s scale %g, swap %s: %zu tensors, %s; steps %d\n", c.preset.c_str(), c.scale,
-                  std::string(to_string(c.swap)).c_str(), _tensors.size(), format_rank_bytes(tensor_bytes).c_str(), c.steps);
-    else
-      std::printf("# model: %s, swap %s: %zu tensors, %s; steps %d\n", c.tensors.c_str(),
-                  std::string(to_string(c.swap)).c_str(), _tensors.size(), format_rank_bytes(tensor_bytes).c_str(), c.steps);
+    std::printf("# model: %s%s, swap %s: %zu tensors, %.1f MB; steps %d\n",
+                c.tensors.empty() ? c.preset.c_str() : c.tensors.c_str(),
+                c.tensors.empty() ? fmt::format(" scale {}", c.scale).c_str() : "", std::string(to_string(c.swap)).c_str(),
+                _tensors.size(), static_cast<double>(tensor_bytes) / 1e6, c.steps);
     std::printf("# plan: policy %s, layout %s, slots %d, %d ranks on %d nodes (node key %s), "
                 "fingerprint %016llx, imbalance ranks %.3f nodes %.3f\n",
-                std::string(to_string(c.policy)).c_str(), std::string(to_string(c.layout)).c_str(), c.slots,
-                _topo->world_size(), _topo->node_count(), c.node_key.c_str(),
-                static_cast<unsigned long long>(_plan.fingerprint()), _plan.rank_imbalance(), _plan.node_imbalance());
-    if (_resumed)
-      std::printf("# resume: epoch %d from %s/catalog.h5 (written by %d ranks on %d nodes, policy %s, layout %s, "
-                  "fingerprint %s)%s\n", _resumed->epoch, _catalog_dir.c_str(), _resumed->world_size,
-                  _resumed->node_count, _resumed->policy.c_str(), _resumed->layout.c_str(),
-                  _resumed->plan_fingerprint.c_str(),
-                  _resumed->plan_fingerprint == fmt::format("{:016x}", _plan.fingerprint()) ? "" : "; re-partitioned");
+                std::string(to_string(o.plan.policy)).c_str(), std::string(to_string(o.plan.layout)).c_str(), o.slots,
+                topo.world_size(), topo.node_count(), o.node_key.c_str(),
+                static_cast<unsigned long long>(plan.fingerprint()), plan.rank_imbalance(), plan.node_imbalance());
+    std::printf("# catalog: %s\n", _session->catalog_path().c_str());
+    if (const Catalog* r = _session->resumed_from())
+      std::printf("# resume: epoch %d from %s (written by %d ranks on %d nodes, policy %s, layout %s, "
+                  "fingerprint %s)%s\n", r->epoch, _session->catalog_path().c_str(), r->world_size, r->node_count,
+                  r->policy.c_str(), r->layout.c_str(), r->plan_fingerprint.c_str(),
+                  _session->repartitioned() ? "; re-partitioned" : "");
     std::printf("# aio: backend %s, block_size %zu, queue_depth %zu, threads %zu, single_submit %d, "
                 "overlap_events %d, direct %s, fsync %d; staging %zu x %s pinned per rank; verify %d\n",
-                c.backend.c_str(), c.aio.block_size, c.aio.queue_depth, c.aio.intra_op_parallelism,
-                c.aio.single_submit, c.aio.overlap_events, std::string(to_string(c.aio.direct)).c_str(),
-                c.aio.fsync, c.buffer_count, format_size(c.buffer_size).c_str(), c.verify);
+                o.backend.c_str(), o.aio.block_size, o.aio.queue_depth, o.aio.intra_op_parallelism,
+                o.aio.single_submit, o.aio.overlap_events, std::string(to_string(o.aio.direct)).c_str(), o.aio.fsync,
+                o.buffer_count, format_size(o.buffer_size).c_str(), c.check_values);
     std::string per_node;
-    for (std::size_t n = 0; n < _plan.node_bytes.size(); ++n)
-      per_node += fmt::format("{}node {}: {}", n ? ", " : "", n, format_rank_bytes(_plan.node_bytes[n]));
+    for (std::size_t n = 0; n < plan.node_bytes.size(); ++n)
+      per_node += fmt::format("{}node {}: {:.1f} MB", n ? ", " : "", n, static_cast<double>(plan.node_bytes[n]) / 1e6);
     std::printf("# bytes per node: %s\n", per_node.c_str());
     std::printf("#\n# %5s %-20s %5s %10s %s\n", "rank", "host", "node", "local_rank", "root, bytes");
   }
   // One line per rank, in rank order (each rank's root is known only to it).
-  const std::string line = fmt::format("{} {}", _topo->my_root(), format_rank_bytes(_plan.rank_bytes[static_cast<std::size_t>(_topo->rank())]));
+  const std::string line = fmt::format("{} {:.1f} MB", topo.my_root(),
+                                       static_cast<double>(plan.rank_bytes[static_cast<std::size_t>(_rank)]) / 1e6);
   constexpr int kWidth = 512;
-  std::vector<char> mine(kWidth, '\0'), all(static_cast<std::size_t>(kWidth) * static_cast<std::size_t>(_topo->world_size()));
+  std::vector<char> mine(kWidth, '\0'), all(static_cast<std::size_t>(kWidth) * static_cast<std::size_t>(topo.world_size()));
   std::memcpy(mine.data(), line.data(), std::min<std::size_t>(line.size(), kWidth - 1));
-  mpi_check(MPI_Gather(mine.data(), kWidth, MPI_CHAR, all.data(), kWidth, MPI_CHAR, 0, _topo->world()), "MPI_Gather (header)");
-  if (_topo->rank() == 0) {
-    for (int r = 0; r < _topo->world_size(); ++r) {
-      const auto ur = static_cast<std::size_t>(r);
-      std::printf("# %5d %-20s %5d %10d %s\n", r, _topo->hosts()[ur].c_str(), _topo->node_of_rank()[ur],
-                  _topo->local_rank_of_rank()[ur], all.data() + ur * kWidth);
-    }
-    std::printf("#\n# %5s %9s %6s %14s %9s %9s %9s %9s %9s %9s %8s\n", "step", "phase", "epoch", "bytes",
-                "time", "agg", "rank_min", "rank_mean", "rank_max", "imbalance", "#wrong");
-    std::printf("# %5s %9s %6s %14s %9s %9s %9s %9s %9s %9s %8s\n", "", "", "", "(B)", "(s)", "(GB/s)",
-                "(GB/s)", "(GB/s)", "(GB/s)", "", "");
-    std::fflush(stdout);
+  mpi_check(MPI_Gather(mine.data(), kWidth, MPI_CHAR, all.data(), kWidth, MPI_CHAR, 0, topo.world()), "MPI_Gather (header)");
+  if (_rank != 0) return;
+  for (int r = 0; r < topo.world_size(); ++r) {
+    const auto ur = static_cast<std::size_t>(r);
+    std::printf("# %5d %-20s %5d %10d %s\n", r, topo.hosts()[ur].c_str(), topo.node_of_rank()[ur],
+                topo.local_rank_of_rank()[ur], all.data() + ur * kWidth);
   }
+  std::printf("#\n# %5s %9s %6s %14s %9s %9s %9s %9s %9s %9s %8s\n", "step", "phase", "epoch", "bytes", "time", "agg",
+              "rank_min", "rank_mean", "rank_max", "imbalance", "#wrong");
+  std::printf("# %5s %9s %6s %14s %9s %9s %9s %9s %9s %9s %8s\n", "", "", "", "(B)", "(s)", "(GB/s)", "(GB/s)",
+              "(GB/s)", "(GB/s)", "", "");
+  std::fflush(stdout);
+}
+
+void Job::report_json() const {
+  const SwapPlan& plan = _session->plan();
+  const Topology& topo = _session->topology();
+  json ranks = json::array();
+  for (int r = 0; r < topo.world_size(); ++r) {
+    const auto ur = static_cast<std::size_t>(r);
+    ranks.push_back({{"rank", r}, {"host", topo.hosts()[ur]}, {"node", topo.node_of_rank()[ur]},
+                     {"local_rank", topo.local_rank_of_rank()[ur]}, {"bytes", plan.rank_bytes[ur]}});
+  }
+  const json doc{{"tool", "swapcoord run"}, {"version", SWAPCOORD_VERSION}, {"mpi", mpi_library_version()},
+                 {"argv", _argv}, {"config", _config.to_json()}, {"world_size", topo.world_size()},
+                 {"node_count", topo.node_count()}, {"tensors", _tensors.size()},
+                 {"catalog", _session->catalog_path()},
+                 {"plan", {{"fingerprint", fmt::format("{:016x}", plan.fingerprint())},
+                           {"total_bytes", plan.total_bytes()}, {"rank_imbalance", plan.rank_imbalance()},
+                           {"node_imbalance", plan.node_imbalance()}, {"node_bytes", plan.node_bytes}}},
+                 {"ranks", ranks}, {"phases", _phases}, {"wrong", _wrong},
+                 {"result", _wrong == 0 ? "ok" : "wrong values"}};
+  std::ofstream out(_cli.json);
+  out << doc.dump(2) << "\n";
+  if (!out) log::error(fmt::format("--json: cannot write '{}'", _cli.json));
 }
 
 int Job::run() {
   MPI_Comm world = MPI_COMM_WORLD;
-  int rank = 0;
-  MPI_Comm_rank(world, &rank);
-  _who = fmt::format("rank {}@{}", rank, host_name());
-
-  // Set-up steps that can fail differently per rank run collectively, so that every rank
-  // stops with the first rank's message instead of waiting for the others.
-  collectively(world, _who, [&] {
+  MPI_Comm_rank(world, &_rank);
+  _who = fmt::format("rank {}@{}", _rank, host_name());
+  // Set-up that can fail differently per rank: every rank stops with the first message.
+  std::string problem;
+  bool config_error = false;
+  try {
     if (!_cli.config.empty()) _config.load_file(_cli.config);
     _cli.apply(_config);
     _config.validate();
-    _tensors = _config.tensors.empty() ? preset_tensors(_config.preset, _config.scale, _config.swap)
-                                       : load_tensor_list(_config.tensors, _config.swap);
-  });
-  _timeout = std::chrono::milliseconds(static_cast<long long>(_config.phase_timeout_s * 1000));
-  _watchdog.emplace(_who, kExitError);
-  _watchdog->arm("start-up (topology, roots, plan agreement)", _timeout);
-  // These fail alike on every rank (their checks are collective): report once, exit.
-  try {
-    _topo.emplace(Topology::discover(world, NodeKey::parse(_config.node_key), _config.roots));
-    _topo->check_roots();
-    _sync.emplace(_topo->world(), _timeout);
-    PlanOptions options;
-    options.policy = _config.policy;
-    options.layout = _config.layout;
-    _plan = make_plan(_tensors, _topo->plan_topology(), options);
-    check_plan_agreement(_topo->world(), _plan.fingerprint());
-  } catch (const MpiError&) {
-    throw;
-  } catch (const Error& e) {
-    throw PhaseError(e.what(), -1);
+    const auto dtype = _config.deepspeed.detected ? std::optional(_config.deepspeed.param_dtype) : std::nullopt;
+    _tensors = _config.tensors.empty() ? preset_tensors(_config.preset, _config.scale, _config.swap, dtype)
+                                       : load_tensor_list(_config.tensors, _config.swap, dtype);
+  } catch (const ConfigError& e) {
+    problem = e.what();
+    config_error = true;
+  } catch (const std::exception& e) {
+    problem = _who + ": " + e.what();
   }
-  _mine = _plan.pieces_of(_topo->rank());
-  _checksums.assign(_mine.size(), 0);
-  _catalog_dir = broadcast_string(_topo->world(), absolute_path(_topo->my_root() + "/" + _config.job));
-  if (_cli.resume) {
-    // Every rank reads the catalog and checks it against the model and the files.
-    collectively(_topo->world(), _who, [&] {
-      const std::string path = _catalog_dir + "/catalog.h5";
-      _resumed.emplace(load_catalog(path));
-      _resume_index.emplace(*_resumed, _tensors);  // checks the catalog against the model
-      for (std::uint32_t i = 0; i < _resumed->files.size(); ++i) {
-        const std::string file = _resumed->file_path(i);
-        std::error_code ec;
-        const auto size = std::filesystem::file_size(file, ec);
-        if (ec) throw Error(fmt::format("--resume: catalog '{}' needs '{}', which cannot be read: {}", path, file, ec.message()));
-        if (size < _resumed->files[i].size)
-          throw Error(fmt::format("--resume: '{}' has {} bytes, the catalog '{}' expects {}", file, size, path,
-                                  _resumed->files[i].size));
-      }
-    });
+  if (const auto [bad, message] = first_message(world, problem); bad >= 0) {
+    if (config_error) throw ConfigError(message);
+    throw PhaseError(message, bad);
   }
+  SessionOptions options = _config.session;
+  options.verify = false;  // run checks every value itself (a stronger check than checksums)
+  options.on_stall = [](const std::string& message) {
+    std::fprintf(stderr, "%s; ending the job\n", message.c_str());
+    std::fflush(stderr);
+    ::_exit(kExitError);
+  };
+  _session.emplace(_cli.resume ? SwapSession::resume(world, _tensors, options)
+                               : SwapSession::create(world, _tensors, options));
+  _session->set_commit_stage_hook([this](const char* stage) { crash_if(stage, _epoch_in_flight); });
+  for (const auto& p : _session->local_pieces()) _ids.push_back(p.tensor);
   header();
-  _watchdog->disarm();
 
-  phase(0, "setup", 0, [&](PhaseReport&) {
-    AioConfig aio = _config.aio;
-    aio.fsync = false;  // the job syncs each rank's files once per swap-out phase
-    _engine = make_engine(_config.backend, aio);
-    _staging.emplace(_config.buffer_size, _config.buffer_count, DType::u8);
-    _swapper.emplace(*_engine, _staging->allocate_all(_config.buffer_size));
-  });
-  // Each swap-out is committed to the catalog; the first swap-in of a resumed job reads the
-  // committed epoch from wherever the catalog says it is.
+  auto commit = [&](int step) {
+    _epoch_in_flight = step;
+    phase(step, "commit", step, [&](PhaseReport&) { _session->commit(); });
+  };
   int first_step = 1;
-  if (_resumed) {
-    const int epoch = _resumed->epoch;
+  if (const Catalog* resumed = _session->resumed_from()) {
+    const int epoch = resumed->epoch;
     if (_cli.verify_checksums)
       phase(epoch, "checksums", epoch, [&](PhaseReport& r) {
-        const auto result = verify_catalog(*_resumed, *_engine, _config.buffer_size, _topo->rank(), _topo->world_size());
-        r.bytes = result.bytes;
-        r.wrong = result.mismatches;
-        if (!result.notes.empty()) r.message = _who + ": " + join(result.notes, "; ");
+        const SessionCheck check = _session->verify();  // the same on every rank: rank 0 reports it
+        if (_rank != 0) return;
+        r.bytes = check.bytes;
+        r.wrong = check.mismatches;
+        if (!check.notes.empty()) r.message = _who + ": " + join(check.notes, "; ");
       });
-    phase(epoch + 1, "swap-in", epoch, [&](PhaseReport& r) { resume_swap_in(epoch, r); });
+    phase(epoch + 1, "swap-in", epoch, [&](PhaseReport& r) { swap_in(epoch, r); });
     first_step = epoch + 1;
   } else {
     phase(0, "swap-out", 0, [&](PhaseReport& r) { swap_out(0, r); });
-    phase(0, "commit", 0, [&](PhaseReport&) { commit(0); });
+    commit(0);
   }
   for (int step = first_step; step <= _config.steps; ++step) {
-    if (!(_resumed && step == first_step)) {
+    if (!(_session->resumed_from() && step == first_step)) {
       phase(step, "swap-in", step - 1, [&](PhaseReport& r) { swap_in(step - 1, r); });
-      if (_config.allgather)
-        phase(step, "allgather", step - 1, [&](PhaseReport& r) {
-          Watchdog::Scope guard(*_watchdog, fmt::format("phase allgather of epoch {}", step - 1), _timeout);
-          allgather(step - 1, r);
-        });
+      if (_config.allgather) phase(step, "allgather", step - 1, [&](PhaseReport& r) { allgather(step - 1, r); });
     }
     phase(step, "swap-out", step, [&](PhaseReport& r) { swap_out(step, r); });
-    phase(step, "commit", step, [&](PhaseReport&) { commit(step); });
+    commit(step);
   }
-  if (!_resumed || _config.steps >= first_step)
+  if (!_session->resumed_from() || _config.steps >= first_step)
     phase(_config.steps + 1, "swap-in", _config.steps, [&](PhaseReport& r) { swap_in(_config.steps, r); });
-
-  if (_cli.cleanup) {
-    for (int slot = 0; slot < _config.slots; ++slot)
-      for (const auto& f : _files.files[slot]) ::unlink(f.path().c_str());
-  }
-  if (_topo->rank() == 0) {
+  if (_cli.cleanup) _session->remove_files();
+  if (_rank == 0) {
     std::printf("#\n# Wrong values: %llu %s\n", static_cast<unsigned long long>(_wrong), _wrong == 0 ? "OK" : "ERROR");
     std::printf("# Avg swap-out bandwidth: %.2f GB/s  Avg swap-in bandwidth: %.2f GB/s (aggregate over ranks)\n#\n",
                 _out_count ? _out_gbps_sum / _out_count : 0.0, _in_count ? _in_gbps_sum / _in_count : 0.0);
-    if (!_cli.json.empty()) {
-      json ranks = json::array();
-      for (int r = 0; r < _topo->world_size(); ++r) {
-        const auto ur = static_cast<std::size_t>(r);
-        ranks.push_back({{"rank", r}, {"host", _topo->hosts()[ur]}, {"node", _topo->node_of_rank()[ur]},
-                         {"local_rank", _topo->local_rank_of_rank()[ur]}, {"bytes", _plan.rank_bytes[ur]}});
-      }
-      json nodes = json::array();
-      for (auto b : _plan.node_bytes) nodes.push_back(b);
-      const json doc{{"tool", "swapcoord run"}, {"version", SWAPCOORD_VERSION}, {"mpi", mpi_library_version()},
-                     {"argv", _argv}, {"config", _config.to_json()}, {"world_size", _topo->world_size()},
-                     {"node_count", _topo->node_count()}, {"tensors", _tensors.size()},
-                     {"plan", {{"fingerprint", fmt::format("{:016x}", _plan.fingerprint())},
-                               {"total_bytes", _plan.total_bytes()}, {"rank_imbalance", _plan.rank_imbalance()},
-                               {"node_imbalance", _plan.node_imbalance()}, {"node_bytes", nodes}}},
-                     {"ranks", ranks}, {"phases", _phases}, {"wrong", _wrong},
-                     {"result", _wrong == 0 ? "ok" : "wrong values"}};
-      std::ofstream out(_cli.json);
-      out << doc.dump(2) << "\n";
-      if (!out) log::error(fmt::format("--json: cannot write '{}'", _cli.json));
-    }
+    if (!_cli.json.empty()) report_json();
   }
   return _wrong == 0 ? kExitOk : kExitWrongData;
 }
 
 }  // namespace
-
-std::shared_ptr<RunCli> add_run_command(CLI::App& app) {
-  auto cli = std::make_shared<RunCli>();
-  auto* cmd = app.add_subcommand("run", "The main job: a training loop that swaps a model's tensors "
-                                        "out and in across all MPI ranks, verifying every value");
-  add_flags(cmd, *cli);
-  return cli;
-}
 
 int run_job(const RunCli& cli, const std::vector<std::string>& argv) {
   MpiSession mpi(nullptr, nullptr);
@@ -735,7 +405,7 @@ int run_job(const RunCli& cli, const std::vector<std::string>& argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   const std::string who = fmt::format("rank {}@{}", rank, host_name());
   try {
-    Job job(RunConfig{}, cli, argv);
+    Job job(cli, argv);
     return job.run();
   } catch (const PhaseTimeout& e) {
     std::fprintf(stderr, "%s: %s; aborting the job\n", who.c_str(), e.what());

@@ -1,52 +1,38 @@
 #pragma once
-// The configuration of `swapcoord run`: a JSON file with DeepSpeed's `aio` section (as
-// is, also its older `thread_count` key), a `swap` section and a `run` section; command
-// line flags override it. Unknown keys and impossible values are ConfigErrors naming the
-// key.
-#include <cstdint>
+// The configuration of `swapcoord run`: a JSON file in swapcoord's form (sections `aio`
+// and `swap`, read by the library's apply_config, plus a `run` section read here) or a
+// DeepSpeed ds_config.json; command-line flags override it (run_cli.hpp). Unknown keys
+// and impossible values are ConfigErrors naming the key.
 #include <string>
-#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
 #include "model.hpp"
-#include "swapcoord/coord/plan.hpp"
-#include "swapcoord/io/aio_config.hpp"
+#include "swapcoord/session/options.hpp"
 
 namespace swapcoord::app {
 
 struct RunConfig {
-  // aio
-  AioConfig aio = [] {
-    AioConfig c;
-    c.fsync = true;  // run: every swap-out phase ends with fdatasync of the rank's files
-    return c;
-  }();
-  std::string backend = "libaio";
-  // swap
-  std::vector<std::string> roots{"swapcoord-swap"};
-  std::string job = "swapcoord";
-  Layout layout = Layout::slab;
-  int slots = 2;
-  Policy policy = Policy::balanced;
-  std::size_t buffer_count = 4;
-  std::uint64_t buffer_size = 16ULL << 20;
-  bool verify = true;
-  // run
-  std::string preset = "gpt-125m";
-  std::string tensors;  // a JSON tensor list instead of the preset
+  SessionOptions session;           // aio + swap sections (or a DeepSpeed config)
+  std::string preset = "gpt-125m";  // run section
+  std::string tensors;              // a JSON tensor list instead of the preset
   double scale = 0.25;
   SwapWhat swap = SwapWhat::both;
   int steps = 3;
-  double phase_timeout_s = 300;
-  std::string node_key = "shared";
   bool allgather = false;
+  bool check_values = true;         // swap.verify / --verify: run checks every value it swaps in
+  DeepSpeedInfo deepspeed;          // what a DeepSpeed config said
 
-  // Applies a parsed config document (ConfigError naming the key on anything wrong).
-  void apply_json(const nlohmann::json& doc, const std::string& source);
-  // Loads and applies a config file.
+  // read_config_file + apply_config(session, doc, ..., {"run"}) + the run section.
+  // A DeepSpeed config also sets `swap` from the offload sections that use NVMe
+  // (ConfigError when neither does); a run section, read last, overrides it.
+  // The old keys run.phase_timeout_s and run.node_key set session.phase_timeout_s and
+  // session.node_key.
   void load_file(const std::string& path);
+  // session.validate() and the run section: steps in [0, 1e6], scale in (0, 4], a known
+  // preset (unless tensors is set), allgather only with the sharded policy.
   void validate() const;
+  // session.to_json() (with swap.verify = check_values) plus "run".
   nlohmann::json to_json() const;
 };
 

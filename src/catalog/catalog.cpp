@@ -555,6 +555,7 @@ void commit_catalog(MPI_Comm comm, const std::string& dir, const Catalog& header
     write_attribute(f, "plan_fingerprint", header.plan_fingerprint);
     write_attribute(f, "config", header.config_json);
     write_attribute(f, "created", header.created);
+    write_attribute<std::int32_t>(f, "generation", H5T_NATIVE_INT32, header.generation);
     write_rows(comm, f, "tensors", tensor_members(), tensors);
     write_rows(comm, f, "files", file_members(), files);
     write_rows(comm, f, "roots", root_members(), roots);
@@ -631,6 +632,14 @@ void CatalogIndex::locate(std::uint32_t id, std::uint64_t begin, std::uint64_t e
 
 CatalogCheck verify_catalog(const Catalog& catalog, IoEngine& engine, std::size_t buffer_bytes, int rank, int size,
                             DirectMode direct) {
+  std::vector<std::size_t> rows;
+  for (std::size_t i = static_cast<std::size_t>(rank); i < catalog.tensors.size(); i += static_cast<std::size_t>(size))
+    rows.push_back(i);
+  return verify_catalog_rows(catalog, engine, buffer_bytes, rows, direct);
+}
+
+CatalogCheck verify_catalog_rows(const Catalog& catalog, IoEngine& engine, std::size_t buffer_bytes,
+                                 std::span<const std::size_t> rows, DirectMode direct) {
   CatalogCheck result;
   buffer_bytes = std::max<std::size_t>(align_up(buffer_bytes, catalog.alignment), catalog.alignment);
   PinnedAllocation buffer(buffer_bytes);
@@ -640,8 +649,8 @@ CatalogCheck verify_catalog(const Catalog& catalog, IoEngine& engine, std::size_
     ++result.mismatches;
     if (result.notes.size() < 5) result.notes.push_back(std::move(text));
   };
-  for (std::size_t i = static_cast<std::size_t>(rank); i < catalog.tensors.size(); i += static_cast<std::size_t>(size)) {
-    const CatalogRow& r = catalog.tensors[i];
+  for (const std::size_t i : rows) {
+    const CatalogRow& r = catalog.tensors.at(i);
     ++result.pieces;
     try {
       if (!files[r.file]) files[r.file].emplace(SwapFile::open(catalog.file_path(r.file), direct));
@@ -693,7 +702,9 @@ Catalog load_catalog(const std::string& path) {
   c.plan_fingerprint = read_string_attribute(f, "plan_fingerprint", path);
   c.config_json = read_string_attribute(f, "config", path);
   c.created = read_string_attribute(f, "created", path);
-  if (c.epoch < 0 || c.slots < 1 || c.slots > 2 || c.slot < 0 || c.slot >= c.slots || c.world_size < 1 ||
+  if (H5Aexists(f, "generation") > 0)  // optional (written since per-piece slots)
+    c.generation = read_number_attribute<std::int32_t>(f, "generation", H5T_NATIVE_INT32, H5T_INTEGER, path);
+  if (c.epoch < 0 || c.generation < 0 || c.slots < 1 || c.slots > 2 || c.slot < 0 || c.slot >= c.slots || c.world_size < 1 ||
       c.node_count < 1 || c.node_count > c.world_size || c.alignment == 0 || (c.alignment & (c.alignment - 1)) != 0)
     throw Error(fmt::format("catalog '{}': inconsistent attributes (epoch {}, slot {} of {}, world {}, nodes {}, "
                             "alignment {})", path, c.epoch, c.slot, c.slots, c.world_size, c.node_count, c.alignment));
@@ -766,8 +777,8 @@ Catalog load_catalog(const std::string& path) {
     if (r.owner != file.owner || r.owner < 0 || r.owner >= c.world_size || r.shard_count == 0 || r.shard >= r.shard_count)
       throw Error(fmt::format("{}: owner {} / shard {} of {} disagree with its file (owner {})", where, r.owner,
                               r.shard, r.shard_count, file.owner));
-    if (r.epoch != c.epoch)
-      throw Error(fmt::format("{}: epoch {} is not the catalog's epoch {}", where, r.epoch, c.epoch));
+    if (r.epoch < 0 || r.epoch > c.epoch)
+      throw Error(fmt::format("{}: epoch {} is outside the catalog's epochs 0..{}", where, r.epoch, c.epoch));
     if (r.aligned_bytes > 0) extents[r.file].emplace_back(r.offset, end);
     c.tensors.push_back(std::move(r));
   }

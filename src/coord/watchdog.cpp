@@ -1,13 +1,13 @@
 #include "swapcoord/coord/watchdog.hpp"
 
-#include <unistd.h>
+#include <fmt/format.h>
 
-#include <cstdio>
+#include "swapcoord/common/log.hpp"
 
 namespace swapcoord {
 
-Watchdog::Watchdog(std::string who, int exit_code)
-    : _who(std::move(who)), _exit_code(exit_code), _thread([this] { run(); }) {}
+Watchdog::Watchdog(std::string who, Handler on_stall)
+    : _who(std::move(who)), _on_stall(std::move(on_stall)), _thread([this] { run(); }) {}
 
 Watchdog::~Watchdog() {
   {
@@ -43,10 +43,16 @@ void Watchdog::run() {
     }
     if (_cv.wait_until(lock, _deadline) == std::cv_status::timeout && _armed && !_stop &&
         std::chrono::steady_clock::now() >= _deadline) {
-      std::fprintf(stderr, "%s: %s did not end within %.3g s (a rank stopped responding); ending the job\n",
-                   _who.c_str(), _what.c_str(), std::chrono::duration<double>(_timeout).count());
-      std::fflush(stderr);
-      ::_exit(_exit_code);
+      _armed = false;  // once per arm
+      const std::string message =
+          fmt::format("{}: {} did not end within {:.3g} s (a rank stopped responding)", _who, _what,
+                      std::chrono::duration<double>(_timeout).count());
+      lock.unlock();
+      if (_on_stall)
+        _on_stall(message);
+      else
+        log::error(message);
+      lock.lock();
     }
   }
 }

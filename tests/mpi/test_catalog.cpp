@@ -930,11 +930,11 @@ std::vector<BadCase> bad_cases() {
          if (rank == 0) p.files.front().path = "";
        },
        {"not a relative path"}},
-      {"a tensor row of another epoch",
+      {"a tensor row of a later epoch (rows may be of earlier epochs: versions are per piece)",
        [](int rank, int size, Catalog&, CatalogPart& p) {
          if (rank == size - 1) p.tensors.back().epoch += 1;
        },
-       {"epoch 8 is not the catalog's epoch 7"}},
+       {"epoch 8 is outside the catalog's epochs 0..7"}},
       {"a row pointing past the files",
        [](int rank, int, Catalog&, CatalogPart& p) {
          if (rank == 0) p.tensors.front().file = 1000;

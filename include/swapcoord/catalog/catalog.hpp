@@ -81,6 +81,11 @@ struct Catalog {
   std::string plan_fingerprint;
   std::string config_json;
   std::string created;
+  // Which set of file names the data files use (optional attribute, 0 when absent): a
+  // re-partitioned resume writes its pieces into the other set, so that the committed
+  // files are never overwritten before the next commit. Slot s of generation g is named
+  // slot-(2 * (g % 2) + s).
+  std::int32_t generation = 0;
   // datasets
   std::vector<CatalogRow> tensors;
   std::vector<CatalogFile> files;
@@ -146,6 +151,35 @@ struct CatalogCheck {
 // mismatch (with the error in the notes) rather than throwing.
 CatalogCheck verify_catalog(const Catalog& catalog, IoEngine& engine, std::size_t buffer_bytes, int rank,
                             int size, DirectMode direct = DirectMode::automatic);
+
+// As verify_catalog, for the rows listed (indices into catalog.tensors).
+CatalogCheck verify_catalog_rows(const Catalog& catalog, IoEngine& engine, std::size_t buffer_bytes,
+                                 std::span<const std::size_t> rows, DirectMode direct = DirectMode::automatic);
+
+// Collective: which rows of `catalog` this rank should check when every node's files are
+// node-local. Each row goes to a rank that can open its file (a regular file of at least
+// the recorded size), preferring ranks on the host the catalog records for the file's
+// owner; rows are spread over those ranks. Rows no rank can reach are counted (on rank 0)
+// as mismatches in `unreachable`, with notes naming the files.
+struct CatalogAssignment {
+  std::vector<std::size_t> rows;
+  CatalogCheck unreachable;
+};
+CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog);
+
+// Collective: verify_catalog over all ranks of `comm`, where every node's files are
+// node-local. Each row is read by a rank that can open its file (a regular file of at
+// least the recorded size), preferring ranks on the host the catalog records for the
+// file's owner; rows are spread over those ranks. A row no rank can reach is a mismatch
+// naming the file. The result (sums and the first notes) is the same on every rank.
+CatalogCheck verify_catalog_collective(MPI_Comm comm, const Catalog& catalog, IoEngine& engine,
+                                       std::size_t buffer_bytes, DirectMode direct = DirectMode::automatic);
+
+// Collective: rank `root` loads the catalog at `path` (load_catalog) and sends it to every
+// rank. A failure throws the same Error on every rank.
+Catalog load_catalog_collective(MPI_Comm comm, const std::string& path, int root = 0);
+// Collective: `catalog` (significant on rank `root` only) on every rank.
+Catalog broadcast_catalog(MPI_Comm comm, const Catalog& catalog, int root = 0);
 
 // (Re)writes a catalog's integrity trailer: 16 bytes after the HDF5 data ("SCCATv1\0" and
 // the little-endian XXH64 of every byte before them). commit_catalog seals every catalog;

@@ -1,0 +1,1186 @@
+// SwapSession: the epoch protocol of DESIGN.md ("On disk", "Catalog") as a library.
+//
+// Piece states (per local piece; see session.hpp):
+//   none        never swapped out (a fresh session): swap_in and commit refuse it
+//   inherited   a re-partitioned resume: the committed copy is described by the old
+//               catalog (other ranks' files, other offsets); swap_in reads it from there,
+//               commit copies it into this generation's files first
+//   committed   the committed copy is in slot c
+//   pending     swapped out since the last commit, into slot p (p != c with two slots);
+//               swap_in reads slot p; commit makes p the committed slot
+//   lost        a swap-out of it failed midway: swap_in and commit refuse it until it is
+//               swapped out again
+#include "swapcoord/session/session.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <xxhash.h>
+
+#include "swapcoord/buffer/pinned_allocation.hpp"
+#include "swapcoord/common/log.hpp"
+#include "swapcoord/coord/mpi.hpp"
+#include "swapcoord/coord/watchdog.hpp"
+#include "swapcoord/io/io_engine.hpp"
+#include "swapcoord/io/swap_file.hpp"
+#include "swapcoord/swap/async_tensor_swapper.hpp"
+
+namespace swapcoord {
+
+// ---- handles -------------------------------------------------------------------------
+
+namespace {
+
+// Errors of operations whose handle was dropped without wait(): raised by the next call.
+struct ErrorSink {
+  std::mutex mutex;
+  std::exception_ptr first;
+  void record(std::exception_ptr e) {
+    std::lock_guard lock(mutex);
+    if (!first) first = std::move(e);
+  }
+  void rethrow() {
+    std::exception_ptr e;
+    {
+      std::lock_guard lock(mutex);
+      e = std::exchange(first, nullptr);
+    }
+    if (e) std::rethrow_exception(e);
+  }
+};
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+}  // namespace
+
+struct SwapHandle::Op {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool done = false;
+  bool observed = false;
+  SwapFigures figures;
+  std::exception_ptr error;
+  std::shared_ptr<ErrorSink> sink;
+
+  void finish(SwapFigures f, std::exception_ptr e) {
+    {
+      std::lock_guard lock(mutex);
+      figures = f;
+      error = std::move(e);
+      done = true;
+    }
+    cv.notify_all();
+  }
+  void block() {
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return done; });
+  }
+};
+
+SwapHandle::SwapHandle(SwapHandle&& other) noexcept : _op(std::move(other._op)) {}
+
+SwapHandle& SwapHandle::operator=(SwapHandle&& other) noexcept {
+  if (this != &other) {
+    SwapHandle old(std::move(*this));
+    _op = std::move(other._op);
+  }
+  return *this;
+}
+
+SwapHandle::~SwapHandle() {
+  if (!_op) return;
+  _op->block();
+  if (_op->error && !_op->observed && _op->sink) _op->sink->record(_op->error);
+}
+
+SwapFigures SwapHandle::wait() {
+  if (!_op) throw Error("SwapHandle::wait: the handle holds no operation (moved from, or waited already)");
+  const auto op = std::move(_op);
+  op->block();
+  op->observed = true;
+  if (op->error) std::rethrow_exception(op->error);
+  return op->figures;
+}
+
+bool SwapHandle::ready() const {
+  if (!_op) return true;
+  std::lock_guard lock(_op->mutex);
+  return _op->done;
+}
+
+// ---- the I/O thread ------------------------------------------------------------------
+
+namespace {
+
+class Worker {
+ public:
+  Worker() : _thread([this] { run(); }) {}
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  ~Worker() {
+    {
+      std::lock_guard lock(_mutex);
+      _stop = true;
+    }
+    _cv.notify_all();
+    _thread.join();  // runs what is queued first
+  }
+
+  void post(std::shared_ptr<SwapHandle::Op> op, std::function<SwapFigures()> work) {
+    {
+      std::lock_guard lock(_mutex);
+      _queue.emplace_back(std::move(op), std::move(work));
+      ++_pending;
+    }
+    _cv.notify_all();
+  }
+  void wait_idle() {
+    std::unique_lock lock(_mutex);
+    _idle.wait(lock, [&] { return _pending == 0; });
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(_mutex);
+    for (;;) {
+      _cv.wait(lock, [&] { return _stop || !_queue.empty(); });
+      if (_queue.empty()) return;  // stopping, nothing left
+      auto [op, work] = std::move(_queue.front());
+      _queue.pop_front();
+      lock.unlock();
+      SwapFigures figures;
+      std::exception_ptr error;
+      try {
+        figures = work();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      op->finish(figures, error);
+      lock.lock();
+      --_pending;
+      if (_pending == 0) _idle.notify_all();
+    }
+  }
+
+  std::mutex _mutex;
+  std::condition_variable _cv, _idle;
+  std::deque<std::pair<std::shared_ptr<SwapHandle::Op>, std::function<SwapFigures()>>> _queue;
+  std::size_t _pending = 0;
+  bool _stop = false;
+  std::thread _thread;
+};
+
+std::string host_name() {
+  char buffer[256] = {};
+  if (::gethostname(buffer, sizeof buffer - 1) != 0) return "unknown";
+  return buffer;
+}
+
+std::string absolute_path(const std::string& path) {
+  return std::filesystem::absolute(path).lexically_normal().string();
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+std::string broadcast_string(MPI_Comm comm, std::string text, int root = 0) {
+  unsigned long long length = text.size();
+  mpi_check(MPI_Bcast(&length, 1, MPI_UNSIGNED_LONG_LONG, root, comm), "MPI_Bcast (length)");
+  text.resize(length);
+  mpi_check(MPI_Bcast(text.data(), static_cast<int>(length), MPI_CHAR, root, comm), "MPI_Bcast (text)");
+  return text;
+}
+
+// Runs `fn` on every rank; if it throws on any rank, every rank throws: a ConfigError
+// when the first failing rank's was one, else a PhaseError naming that rank.
+template <class Fn>
+void collectively(MPI_Comm comm, const std::string& who, Fn&& fn) {
+  std::string problem;
+  bool config_error = false;
+  try {
+    fn();
+  } catch (const ConfigError& e) {
+    problem = e.what();
+    config_error = true;
+  } catch (const std::exception& e) {
+    problem = who + ": " + e.what();
+  }
+  const auto [rank, message] = first_message(comm, problem);
+  if (rank < 0) return;
+  if (config_error) throw ConfigError(message);
+  throw PhaseError(message, rank);
+}
+
+struct PieceState {
+  enum class Kind : std::uint8_t { none, inherited, committed, pending, lost };
+  Kind kind = Kind::none;
+  std::int8_t committed_slot = -1;  // also kept while pending
+  std::int8_t pending_slot = -1;
+  std::uint64_t committed_checksum = 0, pending_checksum = 0;
+  std::int32_t committed_version = 0, pending_version = 0;
+};
+
+constexpr std::uint64_t kNotPrefetched = ~std::uint64_t{0};
+
+}  // namespace
+
+// ---- the session ---------------------------------------------------------------------
+
+struct SwapSession::Impl {
+  SessionOptions options;
+  std::vector<TensorSpec> tensors;
+  std::string who;  // "rank N@host"
+  std::optional<Topology> topo;
+  SwapPlan plan;
+  std::span<const PlanPiece> mine;
+  std::vector<std::int32_t> local_of_tensor;  // tensor id -> index into mine, or -1
+  std::size_t first_file = 0;                 // this rank's first file in plan.files
+  std::size_t file_count = 0;
+  std::string catalog_dir;
+  int generation = 0;
+  int committed_epoch = -1;
+  std::array<std::vector<SwapFile>, 2> files;           // per slot, this rank's plan files
+  std::array<std::vector<unsigned char>, 2> dirty;      // written since the last commit
+  std::vector<PieceState> states;
+  std::optional<Catalog> resumed;
+  std::optional<CatalogIndex> resumed_index;
+  std::vector<std::optional<SwapFile>> resumed_files;
+  bool repartitioned = false;
+  std::unique_ptr<IoEngine> engine;
+  PinnedAllocation staging_pinned;
+  std::unique_ptr<std::byte, decltype(&std::free)> staging_plain{nullptr, &std::free};
+  std::vector<TensorView> staging;
+  std::optional<AsyncTensorSwapper> swapper;
+  PinnedAllocation prefetch_area;
+  std::vector<std::uint64_t> prefetched;  // per local piece: offset in prefetch_area
+  std::optional<PhaseSync> sync;
+  std::optional<Watchdog> watchdog;
+  std::chrono::milliseconds timeout{0};
+  mutable std::mutex stats_mutex;
+  SessionStats stats;
+  std::shared_ptr<ErrorSink> sink = std::make_shared<ErrorSink>();
+  std::function<void(const char*)> commit_stage;
+  // Scratch of the I/O thread (sized once).
+  std::vector<SwapLocation> locations;
+  std::vector<std::uint32_t> order;  // local piece of each location
+  std::vector<std::uint64_t> digests;
+  std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> hash{XXH64_createState(), &XXH64_freeState};
+  std::vector<CatalogSegment> segments;
+  Worker worker;  // last: destroyed first, after running what is queued
+
+  MPI_Comm world() const { return topo->world(); }
+  int physical_slot(int slot) const { return 2 * (generation % 2) + slot; }
+  std::string file_path(std::size_t k, int slot) const {
+    const PlanFile& f = plan.files[first_file + k];
+    return (std::filesystem::path(absolute_path(topo->roots().at(static_cast<std::size_t>(f.root)))) /
+            file_relative_path(f, options.job, physical_slot(slot)))
+        .string();
+  }
+  void ensure_files(int slot);
+  SwapLocation location(std::size_t li, int slot) {
+    const PlanPiece& p = mine[li];
+    return {&files[static_cast<std::size_t>(slot)].at(p.file - first_file), p.offset, p.aligned_bytes};
+  }
+  std::size_t local_index(std::uint32_t id) const;
+  void check_views(std::span<const std::uint32_t> ids, std::span<const TensorView> views) const;
+  int target_slot(const PieceState& s) const {
+    if (s.kind == PieceState::Kind::pending) return s.pending_slot;
+    if (s.committed_slot < 0) return 0;
+    return options.slots == 2 ? 1 - s.committed_slot : s.committed_slot;
+  }
+  int readable_slot(std::size_t li) const;
+  SwapHandle post(std::function<SwapFigures()> work);
+  void wait_all();
+  SwapFigures do_swap_out(std::vector<std::uint32_t> ids, FunctionRef<void(std::size_t, std::uint64_t, std::span<std::byte>)> fill);
+  SwapFigures do_swap_in(std::vector<std::uint32_t> ids, FunctionRef<void(std::size_t, std::uint64_t, std::span<const std::byte>)> drain);
+  SwapFigures do_prefetch(std::vector<std::uint32_t> ids);
+  void read_inherited(std::size_t li, FunctionRef<void(std::uint64_t, std::span<const std::byte>)> sink, std::uint64_t& bytes);
+  void migrate(std::size_t li);
+  std::string missing_inherited(const PlanPiece& p, std::uint32_t file, const std::string& why) const;
+  void check_resumed_files();
+  void add_stats(SessionStats::Kind SessionStats::*kind, const SwapFigures& f) {
+    std::lock_guard lock(stats_mutex);
+    auto& k = stats.*kind;
+    ++k.calls;
+    k.bytes += f.bytes;
+    k.seconds += f.seconds;
+  }
+  void stage(const char* name) const {
+    if (commit_stage) commit_stage(name);
+  }
+};
+
+std::size_t SwapSession::Impl::local_index(std::uint32_t id) const {
+  if (id >= tensors.size())
+    throw Error(fmt::format("{}: tensor id {} is out of range (the session has {} tensors)", who, id, tensors.size()));
+  const auto li = local_of_tensor[id];
+  if (li < 0)
+    throw Error(fmt::format("{}: tensor {} ('{}') has no piece on rank {} (see local_pieces())", who, id,
+                            tensors[id].name, topo->rank()));
+  return static_cast<std::size_t>(li);
+}
+
+void SwapSession::Impl::check_views(std::span<const std::uint32_t> ids, std::span<const TensorView> views) const {
+  if (ids.size() != views.size())
+    throw Error(fmt::format("{}: {} tensor ids but {} views", who, ids.size(), views.size()));
+  std::vector<unsigned char> seen(mine.size(), 0);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const std::size_t li = local_index(ids[i]);
+    const PlanPiece& p = mine[li];
+    const TensorSpec& t = tensors[ids[i]];
+    if (seen[li]++)
+      throw Error(fmt::format("{}: tensor {} ('{}') is named twice in one call", who, ids[i], t.name));
+    const TensorView& v = views[i];
+    if (!v.device.is_cpu())
+      throw Error(fmt::format("{}: the view of tensor '{}' is on {} (host memory only)", who, t.name,
+                              to_string(v.device)));
+    if (v.size_bytes() != p.bytes || (v.data == nullptr && p.bytes > 0))
+      throw Error(fmt::format("{}: the view of tensor '{}' has {} bytes ({} x {}) but this rank's piece is {} "
+                              "elements ({} bytes) from element {}", who, t.name, v.size_bytes(), v.numel,
+                              dtype_name(v.dtype), p.numel, p.bytes, p.element_offset));
+  }
+}
+
+int SwapSession::Impl::readable_slot(std::size_t li) const {
+  const PieceState& s = states[li];
+  switch (s.kind) {
+    case PieceState::Kind::pending: return s.pending_slot;
+    case PieceState::Kind::committed: return s.committed_slot;
+    case PieceState::Kind::inherited: return -1;
+    case PieceState::Kind::lost:
+      throw Error(fmt::format("{}: tensor '{}': its last swap-out failed, so it holds no usable copy; swap it "
+                              "out again", who, tensors[mine[li].tensor].name));
+    case PieceState::Kind::none: break;
+  }
+  throw Error(fmt::format("{}: tensor '{}' was never swapped out (nothing to swap in)", who,
+                          tensors[mine[li].tensor].name));
+}
+
+void SwapSession::Impl::ensure_files(int slot) {
+  auto& out = files[static_cast<std::size_t>(slot)];
+  if (!out.empty() || file_count == 0) return;
+  std::vector<SwapFile> made;
+  made.reserve(file_count);
+  for (std::size_t k = 0; k < file_count; ++k) {
+    const std::filesystem::path path = file_path(k, slot);
+    std::error_code ec;
+    std::filesystem::create_directories(path.parent_path(), ec);
+    if (ec) throw SystemError(fmt::format("cannot create directory '{}'", path.parent_path().string()), ec.value());
+    made.push_back(SwapFile::create(path.string(), plan.files[first_file + k].size_bytes, options.aio.direct));
+  }
+  out = std::move(made);
+  dirty[static_cast<std::size_t>(slot)].assign(file_count, 0);
+}
+
+SwapHandle SwapSession::Impl::post(std::function<SwapFigures()> work) {
+  auto op = std::make_shared<SwapHandle::Op>();
+  op->sink = sink;
+  worker.post(op, std::move(work));
+  return SwapHandle(op);
+}
+
+void SwapSession::Impl::wait_all() {
+  worker.wait_idle();
+  sink->rethrow();
+}
+
+SwapFigures SwapSession::Impl::do_swap_out(std::vector<std::uint32_t> ids,
+                                           FunctionRef<void(std::size_t, std::uint64_t, std::span<std::byte>)> fill) {
+  const auto start = Clock::now();
+  locations.clear();
+  order.clear();
+  std::array<bool, 2> need{false, false};
+  for (const auto id : ids) need[static_cast<std::size_t>(target_slot(states[local_index(id)]))] = true;
+  for (int s = 0; s < 2; ++s)
+    if (need[static_cast<std::size_t>(s)]) ensure_files(s);
+  std::vector<int> slot_of;  // per location
+  slot_of.reserve(ids.size());
+  for (const auto id : ids) {
+    const std::size_t li = local_index(id);
+    const int slot = target_slot(states[li]);
+    locations.push_back(location(li, slot));
+    order.push_back(static_cast<std::uint32_t>(li));
+    slot_of.push_back(slot);
+    prefetched[li] = kNotPrefetched;
+  }
+  digests.assign(ids.size(), 0);
+  XXH64_state_t* h = hash.get();
+  try {
+    swapper->write_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
+      const PlanPiece& p = mine[order[i]];
+      fill(i, offset, out);
+      if (offset == 0) XXH64_reset(h, 0);
+      if (offset < p.bytes) {
+        const auto data = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), p.bytes - offset));
+        XXH64_update(h, out.data(), data);
+        if (offset + data == p.bytes) digests[i] = XXH64_digest(h);
+      }
+    });
+  } catch (...) {
+    for (const auto li : order) states[li].kind = PieceState::Kind::lost;
+    throw;
+  }
+  SwapFigures f;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    PieceState& s = states[order[i]];
+    s.kind = PieceState::Kind::pending;
+    s.pending_slot = static_cast<std::int8_t>(slot_of[i]);
+    s.pending_checksum = digests[i];
+    s.pending_version = committed_epoch + 1;
+    dirty[static_cast<std::size_t>(slot_of[i])][mine[order[i]].file - first_file] = 1;
+    f.bytes += locations[i].bytes;
+  }
+  f.pieces = order.size();
+  f.seconds = seconds_since(start);
+  add_stats(&SessionStats::swap_out, f);
+  return f;
+}
+
+std::string SwapSession::Impl::missing_inherited(const PlanPiece& p, std::uint32_t file, const std::string& why) const {
+  const CatalogFile& f = resumed->files.at(file);
+  int node = -1;
+  for (const auto& r : resumed->ranks)
+    if (r.rank == f.owner) node = r.node;
+  return fmt::format("resume: tensor '{}' needs '{}' (written by rank {} on node {} of the catalog), which this rank "
+                     "(node {}) cannot read: {}. Swap roots are node-local: a resume that moves pieces between "
+                     "nodes needs the old files on a shared filesystem", tensors[p.tensor].name,
+                     resumed->file_path(file), f.owner, node, topo->node(), why);
+}
+
+void SwapSession::Impl::read_inherited(std::size_t li, FunctionRef<void(std::uint64_t, std::span<const std::byte>)> out,
+                                       std::uint64_t& bytes) {
+  // Reads the piece's bytes from the resumed catalog's files in staging-buffer chunks.
+  const PlanPiece& p = mine[li];
+  const std::uint64_t begin = p.element_offset * dtype_size(tensors[p.tensor].dtype);
+  const std::size_t chunk = staging.front().size_bytes();
+  std::byte* buffer = staging.front().bytes();
+  for (std::uint64_t done = 0; done < p.bytes; done += chunk) {
+    const std::uint64_t length = std::min<std::uint64_t>(chunk, p.bytes - done);
+    segments.clear();
+    resumed_index->locate(p.tensor, begin + done, begin + done + length, segments);
+    for (const CatalogSegment& seg : segments) {
+      auto& file = resumed_files.at(seg.file);
+      if (!file) {
+        const std::string path = resumed->file_path(seg.file);
+        try {
+          file.emplace(SwapFile::open(path, options.aio.direct));
+        } catch (const std::exception& e) {
+          throw Error(missing_inherited(p, seg.file, e.what()));
+        }
+      }
+      const IoRequest read{IoOp::read, &*file, buffer + (seg.tensor_offset - begin - done), seg.file_offset,
+                           seg.read_bytes};
+      engine->run({&read, 1});
+      bytes += seg.read_bytes;
+    }
+    out(done, {buffer, static_cast<std::size_t>(length)});
+  }
+}
+
+SwapFigures SwapSession::Impl::do_swap_in(std::vector<std::uint32_t> ids,
+                                          FunctionRef<void(std::size_t, std::uint64_t, std::span<const std::byte>)> drain) {
+  const auto start = Clock::now();
+  SwapFigures f;
+  locations.clear();
+  order.clear();
+  std::vector<std::size_t> index_of;  // per location: index into ids
+  std::vector<std::size_t> from_prefetch, from_catalog;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const std::size_t li = local_index(ids[i]);
+    const int slot = readable_slot(li);
+    if (slot < 0) {
+      from_catalog.push_back(i);
+    } else if (prefetched[li] != kNotPrefetched) {
+      from_prefetch.push_back(i);
+    } else {
+      locations.push_back(location(li, slot));
+      order.push_back(static_cast<std::uint32_t>(li));
+      index_of.push_back(i);
+    }
+  }
+  auto expected = [&](std::size_t li) {
+    const PieceState& s = states[li];
+    return s.kind == PieceState::Kind::pending ? s.pending_checksum : s.committed_checksum;
+  };
+  auto mismatch = [&](std::size_t li, std::uint64_t got, const std::string& where) {
+    const PlanPiece& p = mine[li];
+    return Error(fmt::format("{}: tensor '{}' ({} bytes at offset {} of '{}'): checksum {:016x} after swap-in, "
+                             "{:016x} at swap-out", who, tensors[p.tensor].name, p.bytes, p.offset, where, got,
+                             expected(li)));
+  };
+  XXH64_state_t* h = hash.get();
+  const bool verify = options.verify;
+  if (!locations.empty()) {
+    swapper->read_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
+      const std::size_t li = order[i];
+      const PlanPiece& p = mine[li];
+      drain(index_of[i], offset, in);
+      if (!verify || offset >= p.bytes) return;
+      if (offset == 0) XXH64_reset(h, 0);
+      const auto data = static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), p.bytes - offset));
+      XXH64_update(h, in.data(), data);
+      if (offset + data == p.bytes) {
+        const auto got = XXH64_digest(h);
+        if (got != expected(li)) throw mismatch(li, got, locations[i].file->path());
+      }
+    });
+    for (const auto& l : locations) f.bytes += l.bytes;
+  }
+  for (const std::size_t i : from_prefetch) {
+    const std::size_t li = local_index(ids[i]);
+    const PlanPiece& p = mine[li];
+    const std::span<const std::byte> in(prefetch_area.data() + prefetched[li], p.aligned_bytes);
+    drain(i, 0, in);
+    if (verify) {
+      const auto got = XXH64(in.data(), p.bytes, 0);
+      if (got != expected(li)) throw mismatch(li, got, "the prefetched copy");
+    }
+    f.bytes += p.aligned_bytes;
+    f.prefetched_bytes += p.aligned_bytes;
+    prefetched[li] = kNotPrefetched;
+  }
+  for (const std::size_t i : from_catalog)
+    read_inherited(local_index(ids[i]), [&](std::uint64_t offset, std::span<const std::byte> in) { drain(i, offset, in); },
+                   f.bytes);
+  f.pieces = ids.size();
+  f.seconds = seconds_since(start);
+  add_stats(&SessionStats::swap_in, f);
+  return f;
+}
+
+SwapFigures SwapSession::Impl::do_prefetch(std::vector<std::uint32_t> ids) {
+  const auto start = Clock::now();
+  std::fill(prefetched.begin(), prefetched.end(), kNotPrefetched);
+  if (prefetch_area.empty()) {
+    const std::uint64_t bytes = options.prefetch_bytes ? options.prefetch_bytes : options.buffer_count * options.buffer_size;
+    prefetch_area = PinnedAllocation(static_cast<std::size_t>(bytes));
+  }
+  std::vector<IoRequest> reads;
+  std::vector<std::size_t> which;
+  std::uint64_t used = 0;
+  for (const auto id : ids) {
+    const std::size_t li = local_index(id);
+    const int slot = readable_slot(li);
+    const PlanPiece& p = mine[li];
+    if (slot < 0 || used + p.aligned_bytes > prefetch_area.size_bytes()) continue;
+    const SwapLocation where = location(li, slot);
+    reads.push_back({IoOp::read, where.file, prefetch_area.data() + used, where.offset, where.bytes});
+    which.push_back(li);
+    prefetched[li] = used;  // set below only on success
+    used += p.aligned_bytes;
+  }
+  SwapFigures f;
+  try {
+    if (!reads.empty()) engine->run(reads);
+  } catch (...) {
+    std::fill(prefetched.begin(), prefetched.end(), kNotPrefetched);
+    throw;
+  }
+  f.pieces = which.size();
+  f.bytes = used;
+  f.seconds = seconds_since(start);
+  add_stats(&SessionStats::prefetch, f);
+  return f;
+}
+
+void SwapSession::Impl::migrate(std::size_t li) {
+  // An inherited piece that was not swapped out since the resume: copy its committed bytes
+  // from the old files into this generation's files (through staging buffer 1).
+  const PlanPiece& p = mine[li];
+  const int slot = target_slot(states[li]);
+  ensure_files(slot);
+  const SwapLocation where = location(li, slot);
+  std::byte* out = staging.at(1).bytes();
+  XXH64_state_t* h = hash.get();
+  XXH64_reset(h, 0);
+  std::uint64_t read_bytes = 0;
+  read_inherited(li, [&](std::uint64_t offset, std::span<const std::byte> in) {
+    const std::uint64_t length = align_up(in.size(), plan.options.alignment_bytes);
+    std::memcpy(out, in.data(), in.size());
+    std::memset(out + in.size(), 0, static_cast<std::size_t>(length - in.size()));
+    XXH64_update(h, in.data(), in.size());
+    const IoRequest write{IoOp::write, where.file, out, where.offset + offset, length};
+    engine->run({&write, 1});
+  }, read_bytes);
+  PieceState& s = states[li];
+  s.kind = PieceState::Kind::pending;
+  s.pending_slot = static_cast<std::int8_t>(slot);
+  s.pending_checksum = XXH64_digest(h);
+  s.pending_version = committed_epoch + 1;
+  dirty[static_cast<std::size_t>(slot)][p.file - first_file] = 1;
+}
+
+void SwapSession::Impl::check_resumed_files() {
+  // Every file this rank will read its committed pieces from must be there, whole.
+  auto need = [&](const std::string& path, std::uint64_t size, const std::function<std::string(const std::string&)>& what) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) throw Error(what(errno_message("stat", errno)));
+    if (!S_ISREG(st.st_mode)) throw Error(what("not a regular file"));
+    if (static_cast<std::uint64_t>(st.st_size) < size)
+      throw Error(what(fmt::format("it has {} bytes, the catalog expects {}", st.st_size, size)));
+  };
+  if (!repartitioned) {
+    std::array<bool, 2> used{false, false};
+    for (const auto& st : states) used[static_cast<std::size_t>(st.committed_slot)] = true;
+    for (int slot = 0; slot < 2; ++slot)
+      if (used[static_cast<std::size_t>(slot)])
+        for (std::size_t k = 0; k < file_count; ++k) {
+          const std::string path = file_path(k, slot);
+          need(path, plan.files[first_file + k].size_bytes, [&](const std::string& why) {
+            return fmt::format("resume: catalog '{}/catalog.h5' needs '{}': {}", catalog_dir, path, why);
+          });
+        }
+    return;
+  }
+  std::vector<unsigned char> checked(resumed->files.size(), 0);
+  for (const PlanPiece& p : mine) {
+    const std::uint64_t begin = p.element_offset * dtype_size(tensors[p.tensor].dtype);
+    segments.clear();
+    resumed_index->locate(p.tensor, begin, begin + p.bytes, segments);
+    for (const auto& seg : segments) {
+      if (checked[seg.file]++) continue;
+      need(resumed->file_path(seg.file), resumed->files[seg.file].size,
+           [&](const std::string& why) { return missing_inherited(p, seg.file, why); });
+    }
+  }
+}
+
+// ---- creation ------------------------------------------------------------------------
+
+namespace {
+
+// Every rank of a node must name the same roots: compare with the node's local rank 0.
+std::string check_node_roots(const Topology& topo, const std::vector<std::string>& roots) {
+  std::string joined;
+  for (const auto& r : roots) joined += absolute_path(r) + ",";
+  if (!joined.empty()) joined.pop_back();
+  const std::string first = broadcast_string(topo.node_comm(), joined);
+  if (first == joined) return {};
+  int node_root_rank = 0;
+  for (int r = 0; r < topo.world_size(); ++r)
+    if (topo.node_of_rank()[static_cast<std::size_t>(r)] == topo.node() &&
+        topo.local_rank_of_rank()[static_cast<std::size_t>(r)] == 0)
+      node_root_rank = r;
+  return fmt::format("swap.roots: ranks of node {} (host {}) name different roots: rank {} has '{}', rank {} has "
+                     "'{}' (every rank of a node must give the node's roots in the same order)",
+                     topo.node(), topo.host(), node_root_rank, first, topo.rank(), joined);
+}
+
+// Rank 0 writes a token into the catalog directory; every rank must read it back.
+void check_catalog_dir(const Topology& topo, const std::string& dir, bool defaulted) {
+  std::string name, token, problem;
+  if (topo.rank() == 0) {
+    std::random_device random;
+    token = fmt::format("{:08x}{:08x}{:08x}", random(), random(), random());
+    name = fmt::format(".swapcoord-token-{}", token.substr(0, 8));
+    try {
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (ec) throw SystemError(fmt::format("cannot create the catalog directory '{}'", dir), ec.value());
+      const std::string path = dir + "/" + name;
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      if (fd < 0) throw SystemError(fmt::format("cannot write a token into the catalog directory '{}'", path), errno);
+      const bool written = ::write(fd, token.data(), token.size()) == static_cast<ssize_t>(token.size()) && ::fsync(fd) == 0;
+      const int saved = errno;
+      ::close(fd);
+      if (!written) throw SystemError(fmt::format("cannot write '{}'", path), saved);
+    } catch (const std::exception& e) {
+      problem = e.what();
+    }
+  }
+  {
+    const auto [bad, message] = first_message(topo.world(), problem);
+    if (bad >= 0) throw ConfigError(fmt::format("swap.catalog_dir: {}", message));
+  }
+  name = broadcast_string(topo.world(), name);
+  token = broadcast_string(topo.world(), token);
+  const std::string path = dir + "/" + name;
+  std::string seen;
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+      char buffer[64] = {};
+      const auto n = ::read(fd, buffer, sizeof buffer - 1);
+      if (n > 0) seen.assign(buffer, static_cast<std::size_t>(n));
+      ::close(fd);
+    }
+  }
+  if (seen != token)
+    problem = fmt::format("rank {} (host {}, node {}) does not see rank 0's catalog directory '{}' (the token file "
+                          "rank 0 wrote there is {} on this rank)", topo.rank(), topo.host(), topo.node(), dir,
+                          seen.empty() ? "missing" : "different");
+  const auto [bad, message] = first_message(topo.world(), problem);
+  mpi_check(MPI_Barrier(topo.world()), "MPI_Barrier (catalog directory check)");
+  if (topo.rank() == 0) ::unlink(path.c_str());
+  if (bad >= 0)
+    throw ConfigError(fmt::format(
+        "swap.catalog_dir: {}. Every rank must reach the catalog directory: set swap.catalog_dir "
+        "(--catalog-dir) to a directory on a filesystem shared by all nodes{}", message,
+        defaulted ? " (the default, rank 0's first root, is node-local)" : ""));
+}
+
+}  // namespace
+
+SwapSession::SwapSession(std::unique_ptr<Impl> impl) noexcept : _impl(std::move(impl)) {}
+SwapSession::SwapSession(SwapSession&&) noexcept = default;
+SwapSession& SwapSession::operator=(SwapSession&&) noexcept = default;
+SwapSession::~SwapSession() = default;
+
+namespace {
+
+std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<TensorSpec> tensors, SessionOptions options,
+                                                bool resume);
+
+}  // namespace
+
+SwapSession SwapSession::create(MPI_Comm comm, std::vector<TensorSpec> tensors, SessionOptions options) {
+  return SwapSession(open_session(comm, std::move(tensors), std::move(options), false));
+}
+
+SwapSession SwapSession::resume(MPI_Comm comm, std::vector<TensorSpec> tensors, SessionOptions options) {
+  return SwapSession(open_session(comm, std::move(tensors), std::move(options), true));
+}
+
+namespace {
+
+// Resume: decides whether the catalog's pieces are this plan's pieces in this generation's
+// files (then each piece continues from its committed slot) or not (re-partitioned).
+bool adopt_catalog(SwapSession::Impl& s) {
+  const Catalog& c = *s.resumed;
+  bool same = c.plan_fingerprint == fmt::format("{:016x}", s.plan.fingerprint()) &&
+              c.world_size == s.topo->world_size() && c.job == s.options.job;
+  std::vector<PieceState> states(s.mine.size());
+  std::size_t matched = 0;
+  s.generation = c.generation;
+  if (same) {
+    std::vector<std::array<std::string, 2>> paths(s.file_count);
+    for (std::size_t k = 0; k < s.file_count; ++k)
+      for (int slot = 0; slot < 2; ++slot) paths[k][static_cast<std::size_t>(slot)] = s.file_path(k, slot);
+    for (const CatalogRow& r : c.tensors) {
+      if (r.owner != s.topo->rank()) continue;
+      const std::int32_t li = r.id < s.local_of_tensor.size() ? s.local_of_tensor[r.id] : -1;
+      if (li < 0) { same = false; break; }
+      const PlanPiece& p = s.mine[static_cast<std::size_t>(li)];
+      if (p.element_offset != r.element_offset || p.numel != r.numel || p.offset != r.offset) { same = false; break; }
+      std::string path;
+      try {
+        path = absolute_path(c.file_path(r.file));
+      } catch (const std::exception&) {
+        same = false;
+        break;
+      }
+      const auto k = p.file - s.first_file;
+      int slot = -1;
+      for (int sl = 0; sl < 2; ++sl)
+        if (paths[k][static_cast<std::size_t>(sl)] == path) slot = sl;
+      if (slot < 0) { same = false; break; }
+      PieceState& st = states[static_cast<std::size_t>(li)];
+      st.kind = PieceState::Kind::committed;
+      st.committed_slot = static_cast<std::int8_t>(slot);
+      st.committed_checksum = r.checksum;
+      st.committed_version = r.epoch;
+      ++matched;
+    }
+    if (matched != s.mine.size()) same = false;
+  }
+  int all_same = same ? 1 : 0;
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, &all_same, 1, MPI_INT, MPI_MIN, s.world()), "MPI_Allreduce (resume)");
+  if (all_same) {
+    s.states = std::move(states);
+    return true;
+  }
+  s.generation = c.generation + 1;
+  s.states.assign(s.mine.size(), PieceState{});
+  for (auto& st : s.states) st.kind = PieceState::Kind::inherited;
+  return false;
+}
+
+std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<TensorSpec> tensors, SessionOptions options,
+                                                bool resume) {
+  auto s = std::make_unique<SwapSession::Impl>();
+  int rank = 0;
+  mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
+  s->who = fmt::format("rank {}@{}", rank, host_name());
+  s->options = std::move(options);
+  s->tensors = std::move(tensors);
+  SessionOptions& o = s->options;
+  collectively(comm, s->who, [&] {
+    o.validate();
+    if (o.create_roots)
+      for (const auto& root : o.roots) {
+        std::error_code ec;
+        std::filesystem::create_directories(root, ec);
+        if (ec) throw SystemError(fmt::format("swap.roots: cannot create the swap root '{}'", root), ec.value());
+      }
+  });
+  s->timeout = std::chrono::milliseconds(static_cast<long long>(o.phase_timeout_s * 1000));
+  s->watchdog.emplace(s->who, o.on_stall);
+  Watchdog::Scope guard(*s->watchdog, "start-up (topology, roots, plan agreement, catalog)", s->timeout);
+  try {
+    s->topo.emplace(Topology::discover(comm, NodeKey::parse(o.node_key), o.roots));
+    {
+      const auto [bad, message] = first_message(s->world(), check_node_roots(*s->topo, o.roots));
+      if (bad >= 0) throw ConfigError(message);
+    }
+    s->topo->check_roots();
+    s->plan = make_plan(s->tensors, s->topo->plan_topology(), o.plan);
+    check_plan_agreement(s->world(), s->plan.fingerprint());
+  } catch (const MpiError&) {
+    throw;
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    throw PhaseError(e.what(), -1);
+  }
+  const int me = s->topo->rank();
+  s->mine = s->plan.pieces_of(me);
+  s->local_of_tensor.assign(s->tensors.size(), -1);
+  for (std::size_t i = 0; i < s->mine.size(); ++i) s->local_of_tensor[s->mine[i].tensor] = static_cast<std::int32_t>(i);
+  const auto first = std::lower_bound(s->plan.files.begin(), s->plan.files.end(), me,
+                                      [](const PlanFile& f, int r) { return f.owner < r; });
+  s->first_file = static_cast<std::size_t>(first - s->plan.files.begin());
+  for (auto it = first; it != s->plan.files.end() && it->owner == me; ++it) ++s->file_count;
+  s->prefetched.assign(s->mine.size(), kNotPrefetched);
+  s->states.assign(s->mine.size(), PieceState{});
+
+  // The catalog directory: given, or rank 0's first root (one node only); all must see it.
+  const bool defaulted = o.catalog_dir.empty();
+  if (defaulted && s->topo->node_count() > 1)
+    throw ConfigError(fmt::format(
+        "swap.catalog_dir (--catalog-dir) is not set, and the job's {} ranks are on {} nodes: swap roots are "
+        "node-local, so the catalog needs a directory every rank reaches (a shared filesystem)",
+        s->topo->world_size(), s->topo->node_count()));
+  s->catalog_dir = broadcast_string(
+      s->world(), absolute_path(defaulted ? s->topo->my_root() + "/" + o.job : o.catalog_dir));
+  check_catalog_dir(*s->topo, s->catalog_dir, defaulted);
+
+  if (resume) {
+    try {  // the same on every rank: rank 0 loaded it
+      s->resumed.emplace(load_catalog_collective(s->world(), s->catalog_dir + "/catalog.h5"));
+    } catch (const MpiError&) {
+      throw;
+    } catch (const Error& e) {
+      throw PhaseError(e.what(), 0);
+    }
+    collectively(s->world(), s->who, [&] { s->resumed_index.emplace(*s->resumed, s->tensors); });
+    s->resumed_files.resize(s->resumed->files.size());
+    s->committed_epoch = s->resumed->epoch;
+    s->repartitioned = !adopt_catalog(*s);
+  }
+  collectively(s->world(), s->who, [&] {
+    if (s->resumed) s->check_resumed_files();
+    // The files that hold committed pieces (a resumed file keeps its data: same size, no
+    // truncation). The other slots' files are created (preallocated) by the first
+    // swap-out into them, so that a full disk shows up in that swap-out.
+    for (const auto& st : s->states)
+      if (st.committed_slot >= 0) s->ensure_files(st.committed_slot);
+    AioConfig aio = o.aio;
+    aio.fsync = false;  // commit() syncs each written file once
+    s->engine = make_engine(o.backend, aio);
+    const std::size_t total = o.buffer_count * o.buffer_size;
+    std::byte* base = nullptr;
+    if (o.pin_memory) {
+      s->staging_pinned = PinnedAllocation(total);
+      base = s->staging_pinned.data();
+    } else {
+      s->staging_plain.reset(static_cast<std::byte*>(std::aligned_alloc(kDefaultAlignmentBytes, total)));
+      if (!s->staging_plain) throw SystemError(fmt::format("cannot allocate {} bytes of staging memory", total), ENOMEM);
+      base = s->staging_plain.get();
+    }
+    for (std::size_t i = 0; i < o.buffer_count; ++i)
+      s->staging.push_back({base + i * o.buffer_size, o.buffer_size, DType::u8, Device::cpu()});
+    s->swapper.emplace(*s->engine, s->staging, s->plan.options.alignment_bytes);
+    s->locations.reserve(s->mine.size());
+    s->order.reserve(s->mine.size());
+    s->digests.reserve(s->mine.size());
+  });
+  s->sync.emplace(s->world(), s->timeout);
+  return s;
+}
+
+}  // namespace
+
+// ---- calls ---------------------------------------------------------------------------
+
+SwapFigures SwapSession::swap_out(std::span<const std::uint32_t> ids, std::span<const TensorView> views) {
+  return swap_out_async(ids, views).wait();
+}
+
+SwapFigures SwapSession::swap_in(std::span<const std::uint32_t> ids, std::span<const TensorView> views) {
+  return swap_in_async(ids, views).wait();
+}
+
+SwapHandle SwapSession::swap_out_async(std::span<const std::uint32_t> ids, std::span<const TensorView> views) {
+  Impl& s = *_impl;
+  s.sink->rethrow();
+  s.check_views(ids, views);
+  std::vector<std::uint32_t> list(ids.begin(), ids.end());
+  std::vector<TensorView> copy(views.begin(), views.end());
+  return s.post([&s, list = std::move(list), copy = std::move(copy)]() mutable {
+    return s.do_swap_out(list, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
+      const TensorView& v = copy[i];
+      const std::uint64_t size = v.size_bytes();
+      const auto data = offset < size ? static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size - offset)) : 0;
+      if (data) std::memcpy(out.data(), v.bytes() + offset, data);
+      std::memset(out.data() + data, 0, out.size() - data);
+    });
+  });
+}
+
+SwapHandle SwapSession::swap_in_async(std::span<const std::uint32_t> ids, std::span<const TensorView> views) {
+  Impl& s = *_impl;
+  s.sink->rethrow();
+  s.check_views(ids, views);
+  std::vector<std::uint32_t> list(ids.begin(), ids.end());
+  std::vector<TensorView> copy(views.begin(), views.end());
+  return s.post([&s, list = std::move(list), copy = std::move(copy)]() mutable {
+    return s.do_swap_in(list, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
+      const TensorView& v = copy[i];
+      const std::uint64_t size = v.size_bytes();
+      if (offset >= size) return;
+      std::memcpy(v.bytes() + offset, in.data(), static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), size - offset)));
+    });
+  });
+}
+
+SwapHandle SwapSession::prefetch(std::span<const std::uint32_t> ids) {
+  Impl& s = *_impl;
+  s.sink->rethrow();
+  for (const auto id : ids) (void)s.local_index(id);
+  std::vector<std::uint32_t> list(ids.begin(), ids.end());
+  return s.post([&s, list = std::move(list)]() mutable { return s.do_prefetch(std::move(list)); });
+}
+
+SwapFigures SwapSession::swap_out_stream(std::span<const std::uint32_t> ids, PieceFill fill) {
+  Impl& s = *_impl;
+  s.sink->rethrow();
+  for (const auto id : ids) (void)s.local_index(id);
+  std::vector<std::uint32_t> list(ids.begin(), ids.end());
+  return s.post([&s, &fill, list = std::move(list)]() mutable {
+    const std::vector<std::uint32_t>& l = list;
+    return s.do_swap_out(list, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) { fill(l[i], offset, out); });
+  }).wait();
+}
+
+SwapFigures SwapSession::swap_in_stream(std::span<const std::uint32_t> ids, PieceDrain drain) {
+  Impl& s = *_impl;
+  s.sink->rethrow();
+  for (const auto id : ids) (void)s.local_index(id);
+  std::vector<std::uint32_t> list(ids.begin(), ids.end());
+  return s.post([&s, &drain, list = std::move(list)]() mutable {
+    const std::vector<std::uint32_t>& l = list;
+    return s.do_swap_in(list, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) { drain(l[i], offset, in); });
+  }).wait();
+}
+
+void SwapSession::wait_all() { _impl->wait_all(); }
+
+int SwapSession::commit() {
+  Impl& s = *_impl;
+  const auto start = Clock::now();
+  const int epoch = s.committed_epoch + 1;
+  collectively(s.world(), s.who, [&] {
+    s.wait_all();
+    for (std::size_t li = 0; li < s.mine.size(); ++li) {
+      const PieceState& st = s.states[li];
+      if (st.kind == PieceState::Kind::inherited) s.migrate(li);
+      else (void)s.readable_slot(li);  // throws for none / lost, naming the tensor
+    }
+    s.stage("sync");
+    if (s.options.aio.fsync)
+      for (std::size_t slot = 0; slot < 2; ++slot)
+        for (std::size_t k = 0; k < s.dirty[slot].size(); ++k)
+          if (s.dirty[slot][k]) s.files[slot][k].sync();
+    s.stage("commit");
+  });
+  const Topology& t = *s.topo;
+  Catalog header;
+  header.job = s.options.job;
+  header.epoch = epoch;
+  header.slots = s.options.slots;
+  header.slot = epoch % s.options.slots;
+  header.generation = s.generation;
+  header.world_size = t.world_size();
+  header.node_count = t.node_count();
+  header.layout = std::string(to_string(s.plan.options.layout));
+  header.policy = std::string(to_string(s.plan.options.policy));
+  header.alignment = s.plan.options.alignment_bytes;
+  header.plan_fingerprint = fmt::format("{:016x}", s.plan.fingerprint());
+  header.config_json = s.options.to_json().dump();
+  header.created = utc_now();
+  // This rank's files: every slot that holds a piece after this commit.
+  std::array<bool, 2> used{false, false};
+  for (const auto& st : s.states)
+    used[static_cast<std::size_t>(st.kind == PieceState::Kind::pending ? st.pending_slot : st.committed_slot)] = true;
+  std::array<std::uint64_t, 2> slot_base{0, 0};
+  std::uint64_t count = 0;
+  for (std::size_t slot = 0; slot < 2; ++slot)
+    if (used[slot]) {
+      slot_base[slot] = count;
+      count += s.file_count;
+    }
+  std::uint64_t base = 0;
+  mpi_check(MPI_Exscan(&count, &base, 1, MPI_UINT64_T, MPI_SUM, s.world()), "MPI_Exscan (catalog files)");
+  if (t.rank() == 0) base = 0;
+  CatalogPart part;
+  for (std::size_t li = 0; li < s.mine.size(); ++li) {
+    const PlanPiece& p = s.mine[li];
+    const PieceState& st = s.states[li];
+    const bool pending = st.kind == PieceState::Kind::pending;
+    const auto slot = static_cast<std::size_t>(pending ? st.pending_slot : st.committed_slot);
+    part.tensors.push_back({p.tensor, s.tensors[p.tensor].name, s.tensors[p.tensor].dtype, p.numel, p.element_offset,
+                            p.shard, p.shard_count, p.owner, p.node, p.root,
+                            static_cast<std::uint32_t>(base + slot_base[slot] + (p.file - s.first_file)), p.offset,
+                            p.bytes, p.aligned_bytes, pending ? st.pending_checksum : st.committed_checksum,
+                            pending ? st.pending_version : st.committed_version});
+  }
+  for (std::size_t slot = 0; slot < 2; ++slot)
+    if (used[slot])
+      for (std::size_t k = 0; k < s.file_count; ++k) {
+        const PlanFile& f = s.plan.files[s.first_file + k];
+        part.files.push_back({file_relative_path(f, s.options.job, s.physical_slot(static_cast<int>(slot))), f.owner,
+                              f.root, f.size_bytes});
+      }
+  if (t.local_rank() == 0)
+    for (std::size_t i = 0; i < t.roots().size(); ++i)
+      part.roots.push_back({t.node(), static_cast<std::int32_t>(i), absolute_path(t.roots()[i])});
+  {
+    std::lock_guard lock(s.stats_mutex);
+    part.rank = {t.rank(), t.node(), t.local_rank(), t.host(), s.plan.rank_bytes[static_cast<std::size_t>(t.rank())],
+                 s.stats.swap_out.seconds, s.stats.swap_in.seconds};
+  }
+  try {
+    Watchdog::Scope guard(*s.watchdog, fmt::format("the catalog commit of epoch {}", epoch), s.timeout);
+    commit_catalog(s.world(), s.catalog_dir, header, part, s.commit_stage);
+  } catch (const MpiError&) {
+    throw;
+  } catch (const Error& e) {  // commit_catalog throws alike on every rank
+    throw PhaseError(e.what(), -1);
+  }
+  for (auto& st : s.states)
+    if (st.kind == PieceState::Kind::pending) {
+      st.kind = PieceState::Kind::committed;
+      st.committed_slot = st.pending_slot;
+      st.committed_checksum = st.pending_checksum;
+      st.committed_version = st.pending_version;
+      st.pending_slot = -1;
+    }
+  for (auto& d : s.dirty) std::fill(d.begin(), d.end(), 0);
+  s.committed_epoch = epoch;
+  if (s.repartitioned) {  // the old catalog's files are no longer referenced
+    s.resumed_files.clear();
+    s.resumed_index.reset();
+    s.repartitioned = false;
+  }
+  SwapFigures f;
+  f.seconds = seconds_since(start);
+  s.add_stats(&SessionStats::commit, f);
+  return epoch;
+}
+
+SessionCheck SwapSession::verify() {
+  Impl& s = *_impl;
+  collectively(s.world(), s.who, [&] {
+    s.wait_all();
+    if (s.committed_epoch < 0) throw Error("verify: nothing was committed yet");
+  });
+  const Catalog c = load_catalog_collective(s.world(), catalog_path());
+  const CatalogCheck check =
+      verify_catalog_collective(s.world(), c, *s.engine, s.options.buffer_size, s.options.aio.direct);
+  return {check.pieces, check.bytes, check.mismatches, check.notes};
+}
+
+PhaseStats SwapSession::end_phase(std::string_view phase, int epoch, const PhaseReport& report) {
+  return _impl->sync->end_phase(phase, epoch, report);
+}
+
+const SwapPlan& SwapSession::plan() const noexcept { return _impl->plan; }
+const Topology& SwapSession::topology() const noexcept { return *_impl->topo; }
+const std::vector<TensorSpec>& SwapSession::tensors() const noexcept { return _impl->tensors; }
+const SessionOptions& SwapSession::options() const noexcept { return _impl->options; }
+std::span<const PlanPiece> SwapSession::local_pieces() const noexcept { return _impl->mine; }
+const PlanPiece* SwapSession::local_piece(std::uint32_t id) const noexcept {
+  if (id >= _impl->local_of_tensor.size() || _impl->local_of_tensor[id] < 0) return nullptr;
+  return &_impl->mine[static_cast<std::size_t>(_impl->local_of_tensor[id])];
+}
+PieceFile SwapSession::where(std::uint32_t id) {
+  Impl& s = *_impl;
+  s.wait_all();
+  const std::size_t li = s.local_index(id);
+  const int slot = s.readable_slot(li);
+  if (slot < 0) return {};  // still in the resumed catalog's files
+  const SwapLocation l = s.location(li, slot);
+  return {l.file->path(), l.offset, l.bytes};
+}
+
+int SwapSession::committed_epoch() const noexcept { return _impl->committed_epoch; }
+const Catalog* SwapSession::resumed_from() const noexcept { return _impl->resumed ? &*_impl->resumed : nullptr; }
+bool SwapSession::repartitioned() const noexcept { return _impl->repartitioned; }
+std::string SwapSession::catalog_path() const { return _impl->catalog_dir + "/catalog.h5"; }
+
+SessionStats SwapSession::statistics() const {
+  std::lock_guard lock(_impl->stats_mutex);
+  return _impl->stats;
+}
+
+std::vector<std::string> SwapSession::local_files() const {
+  std::vector<std::string> out;
+  for (int slot = 0; slot < 2; ++slot)
+    for (std::size_t k = 0; k < _impl->file_count; ++k) out.push_back(_impl->file_path(k, slot));
+  return out;
+}
+
+void SwapSession::set_commit_stage_hook(std::function<void(const char*)> hook) { _impl->commit_stage = std::move(hook); }
+
+void SwapSession::remove_files() {
+  Impl& s = *_impl;
+  collectively(s.world(), s.who, [&] { s.wait_all(); });
+  for (auto& f : s.files) f.clear();
+  // Both generations' file names of this rank, then its directory.
+  const int me = s.topo->rank();
+  std::set<std::string> dirs;
+  for (int g = 0; g < 2; ++g)
+    for (int slot = 0; slot < 2; ++slot)
+      for (std::size_t k = 0; k < s.file_count; ++k) {
+        const PlanFile& f = s.plan.files[s.first_file + k];
+        const auto path = std::filesystem::path(absolute_path(s.topo->roots().at(static_cast<std::size_t>(f.root)))) /
+                          file_relative_path(f, s.options.job, 2 * g + slot);
+        ::unlink(path.c_str());
+        dirs.insert(path.parent_path().string());
+      }
+  for (const auto& d : dirs) ::rmdir(d.c_str());
+  mpi_check(MPI_Barrier(s.world()), "MPI_Barrier (remove_files)");
+  if (me == 0) {
+    ::unlink((s.catalog_dir + "/catalog.h5").c_str());
+    ::unlink((s.catalog_dir + "/catalog.h5.tmp").c_str());
+    ::rmdir(s.catalog_dir.c_str());
+  }
+  if (s.topo->local_rank() == 0)
+    for (const auto& root : s.topo->roots()) ::rmdir((std::filesystem::path(absolute_path(root)) / s.options.job).c_str());
+  mpi_check(MPI_Barrier(s.world()), "MPI_Barrier (remove_files)");
+}
+
+}  // namespace swapcoord

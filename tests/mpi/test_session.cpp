@@ -1,0 +1,355 @@
+// MPI tests of the session layer (session/session.hpp), at 1, 2 and 4 ranks: caller tensors
+// of awkward sizes at unaligned addresses round-trip byte for byte under every policy and
+// layout; group-wise swapping with prefetch; the per-piece A/B rule across a "crash" (a
+// session dropped without commit) and resume; resume at another world size (a
+// sub-communicator of the job) re-partitions and restores the committed state bit for
+// bit; a failure on one rank raises on every rank; async handles dropped without wait();
+// ranks of one node with different roots; a multi-node job without a catalog directory.
+// (Separate filesystems per node: tests/mpi/run/emulated_nodes.sh.)
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "mpi_test_support.hpp"
+#include "swapcoord/common/mix.hpp"
+#include "swapcoord/session/session.hpp"
+
+namespace swapcoord::test {
+namespace {
+
+// Tensors of awkward sizes: 1 element, odd counts, just past a 4 KiB boundary, several MiB.
+std::vector<TensorSpec> awkward_tensors() {
+  return {{"scalar", {}, DType::f32},          {"odd", {3, 7}, DType::f16},
+          {"page_plus", {1025}, DType::f32},   {"bytes", {12345}, DType::u8},
+          {"bf", {333, 17}, DType::bf16},      {"big", {1 << 20, 3}, DType::f16},
+          {"empty", {0, 4}, DType::f32},       {"wide", {4096, 129}, DType::f32}};
+}
+
+std::uint8_t value(std::uint32_t tensor, std::uint64_t byte, int version) {
+  return static_cast<std::uint8_t>(mix64((std::uint64_t{tensor} << 40) ^ (byte * 0x9e3779b97f4a7c15ULL) ^
+                                         (static_cast<std::uint64_t>(version) * 0xd6e8feb86659fd93ULL + 7)));
+}
+
+// This rank's pieces in caller memory at an unaligned address (offset 1 into the vector).
+struct Memory {
+  std::vector<std::vector<std::uint8_t>> storage;
+  std::vector<std::uint32_t> ids;
+  std::vector<TensorView> views;
+  std::vector<std::uint64_t> first_byte;  // of each piece in its tensor
+
+  explicit Memory(const SwapSession& s) {
+    for (const PlanPiece& p : s.local_pieces()) {
+      storage.emplace_back(p.bytes + 1);
+      ids.push_back(p.tensor);
+      const DType dtype = s.tensors()[p.tensor].dtype;
+      views.push_back({storage.back().data() + 1, p.numel, dtype, Device::cpu()});
+      first_byte.push_back(p.element_offset * dtype_size(dtype));
+    }
+  }
+  void fill(int version) {
+    for (std::size_t i = 0; i < views.size(); ++i)
+      for (std::uint64_t b = 0; b < views[i].size_bytes(); ++b)
+        views[i].bytes()[b] = std::byte{value(ids[i], first_byte[i] + b, version)};
+  }
+  void clear() {
+    for (auto& v : views) std::memset(v.data, 0xEE, v.size_bytes());
+  }
+  // Elements of piece i that differ from `version`'s values.
+  std::uint64_t wrong(std::size_t i, int version) const {
+    std::uint64_t n = 0;
+    for (std::uint64_t b = 0; b < views[i].size_bytes(); ++b)
+      n += views[i].bytes()[b] != std::byte{value(ids[i], first_byte[i] + b, version)};
+    return n;
+  }
+  std::uint64_t wrong(int version) const {
+    std::uint64_t n = 0;
+    for (std::size_t i = 0; i < views.size(); ++i) n += wrong(i, version);
+    return n;
+  }
+};
+
+SessionOptions options_in(const std::string& dir, Policy policy = Policy::balanced, Layout layout = Layout::slab) {
+  SessionOptions o;
+  o.roots = {dir + "/root-a", dir + "/root-b"};
+  o.catalog_dir = dir + "/catalog";
+  o.job = "job";
+  o.plan.policy = policy;
+  o.plan.layout = layout;
+  o.buffer_count = 3;
+  o.buffer_size = 256 << 10;  // smaller than the big tensors: they go through in pieces
+  o.backend = "posix";        // tmpfs-safe; libaio is exercised by the run tests
+  o.phase_timeout_s = 60;
+  return o;
+}
+
+std::uint64_t sum_over_ranks(std::uint64_t mine) {
+  MPI_Allreduce(MPI_IN_PLACE, &mine, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+  return mine;
+}
+
+class SessionTest : public ::testing::Test {
+ protected:
+  SharedTempDir dir;
+};
+
+TEST_F(SessionTest, RoundTripsAwkwardTensorsUnderEveryPolicyAndLayout) {
+  ASSERT_FALSE(dir.path().empty());
+  int run = 0;
+  for (const Policy policy : {Policy::balanced, Policy::sharded, Policy::round_robin})
+    for (const Layout layout : {Layout::slab, Layout::file_per_tensor}) {
+      SessionOptions o = options_in(dir.path() + "/" + std::to_string(run++), policy, layout);
+      SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+      Memory m(s);
+      m.fill(1);
+      const SwapFigures out = s.swap_out(m.ids, m.views);
+      EXPECT_EQ(out.pieces, m.ids.size());
+      m.clear();
+      s.swap_in(m.ids, m.views);
+      EXPECT_EQ(m.wrong(1), 0u) << to_string(policy) << " " << to_string(layout);
+      // Every byte of every tensor is on some rank.
+      std::uint64_t bytes = 0;
+      for (const auto& v : m.views) bytes += v.size_bytes();
+      std::uint64_t want = 0;
+      for (const auto& t : awkward_tensors()) want += t.size_bytes();
+      EXPECT_EQ(sum_over_ranks(bytes), want);
+      EXPECT_EQ(s.commit(), 0);
+      const SessionCheck check = s.verify();
+      EXPECT_EQ(check.mismatches, 0u);
+      EXPECT_EQ(check.pieces, s.plan().pieces.size());
+      s.remove_files();
+    }
+}
+
+TEST_F(SessionTest, GroupsWithPrefetchOverlapAndKeepEveryValue) {
+  ASSERT_FALSE(dir.path().empty());
+  SessionOptions o = options_in(dir.path(), Policy::sharded);
+  o.prefetch_bytes = 64 << 20;
+  std::vector<TensorSpec> tensors;
+  for (int i = 0; i < 12; ++i) tensors.push_back({"layer" + std::to_string(i), {1000 + 77u * i, 33}, DType::f32});
+  SwapSession s = SwapSession::create(MPI_COMM_WORLD, tensors, o);
+  Memory m(s);
+  m.fill(0);
+  s.swap_out(m.ids, m.views);
+  // Groups of 4 tensors: prefetch the next group, swap in this one, "update", swap out.
+  const std::size_t groups = 3;
+  auto group = [&](std::size_t g, std::vector<std::uint32_t>& ids, std::vector<TensorView>& views) {
+    ids.clear();
+    views.clear();
+    for (std::size_t i = 0; i < m.ids.size(); ++i)
+      if (m.ids[i] / 4 == g) ids.push_back(m.ids[i]), views.push_back(m.views[i]);
+  };
+  std::uint64_t prefetched = 0;
+  for (int step = 1; step <= 3; ++step) {
+    std::vector<std::uint32_t> ids, next_ids;
+    std::vector<TensorView> views, next_views;
+    group(0, ids, views);
+    SwapHandle ahead = s.prefetch(ids);
+    for (std::size_t g = 0; g < groups; ++g) {
+      group(g, ids, views);
+      ahead.wait();
+      for (auto& v : views) std::memset(v.data, 0, v.size_bytes());
+      const SwapFigures in = s.swap_in(ids, views);
+      prefetched += in.prefetched_bytes;
+      if (g + 1 < groups) {
+        group(g + 1, next_ids, next_views);
+        ahead = s.prefetch(next_ids);  // reads while this group is "computed"
+      }
+      for (std::size_t i = 0; i < m.ids.size(); ++i)
+        if (m.ids[i] / 4 == g) {
+          EXPECT_EQ(m.wrong(i, step - 1), 0u) << "tensor " << m.ids[i] << " step " << step;
+          for (std::uint64_t b = 0; b < m.views[i].size_bytes(); ++b)
+            m.views[i].bytes()[b] = std::byte{value(m.ids[i], m.first_byte[i] + b, step)};
+        }
+      SwapHandle out = s.swap_out_async(ids, views);
+      out.wait();
+    }
+    s.commit();
+  }
+  if (!m.ids.empty()) {
+    EXPECT_GT(prefetched, 0u) << "swap_in never used a prefetched piece";
+  }
+  EXPECT_GT(s.statistics().prefetch.calls, 0u);
+  EXPECT_EQ(s.committed_epoch(), 2);
+  s.remove_files();
+}
+
+TEST_F(SessionTest, PerPieceABSurvivesADroppedSessionAndResumes) {
+  ASSERT_FALSE(dir.path().empty());
+  const SessionOptions o = options_in(dir.path());
+  const auto tensors = awkward_tensors();
+  {
+    SwapSession s = SwapSession::create(MPI_COMM_WORLD, tensors, o);
+    Memory m(s);
+    m.fill(1);
+    s.swap_out(m.ids, m.views);
+    s.commit();  // epoch 0: everything at version 1
+    // Tensors with even ids move on to version 2 and are committed (epoch 1); then every
+    // tensor is swapped out at version 3, twice for the odd ones, and never committed.
+    std::vector<std::uint32_t> even;
+    std::vector<TensorView> even_views;
+    for (std::size_t i = 0; i < m.ids.size(); ++i)
+      if (m.ids[i] % 2 == 0) even.push_back(m.ids[i]), even_views.push_back(m.views[i]);
+    m.fill(2);
+    s.swap_out(even, even_views);
+    EXPECT_EQ(s.commit(), 1);
+    m.fill(3);
+    s.swap_out(m.ids, m.views);
+    s.swap_out(m.ids, m.views);
+    m.clear();
+    s.swap_in(m.ids, m.views);  // reads the pending copies
+    EXPECT_EQ(m.wrong(3), 0u);
+  }  // dropped without commit: as after a crash, epoch 1 is what is committed
+  SwapSession r = SwapSession::resume(MPI_COMM_WORLD, tensors, o);
+  EXPECT_FALSE(r.repartitioned());
+  EXPECT_EQ(r.committed_epoch(), 1);
+  Memory m(r);
+  m.clear();
+  r.swap_in(m.ids, m.views);
+  for (std::size_t i = 0; i < m.ids.size(); ++i)
+    EXPECT_EQ(m.wrong(i, m.ids[i] % 2 == 0 ? 2 : 1), 0u) << "tensor " << m.ids[i];
+  EXPECT_EQ(r.verify().mismatches, 0u);
+  r.remove_files();
+}
+
+TEST_F(SessionTest, ResumesAtAnotherWorldSizeBitForBit) {
+  ASSERT_FALSE(dir.path().empty());
+  const int size = world_size();
+  const auto tensors = awkward_tensors();
+  SessionOptions o = options_in(dir.path(), Policy::sharded);
+  {
+    SwapSession s = SwapSession::create(MPI_COMM_WORLD, tensors, o);
+    Memory m(s);
+    m.fill(5);
+    s.swap_out(m.ids, m.views);
+    s.commit();
+    m.fill(6);
+    s.swap_out(m.ids, m.views);  // not committed
+  }
+  // The first half of the ranks (at least one) resumes, balanced: a re-partition.
+  const int half = std::max(1, size / 2);
+  MPI_Comm sub = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, world_rank() < half ? 0 : MPI_UNDEFINED, world_rank(), &sub);
+  bool ok = true;
+  if (sub != MPI_COMM_NULL) {
+    try {
+      o.plan.policy = Policy::balanced;
+      SwapSession r = SwapSession::resume(sub, tensors, o);
+      EXPECT_TRUE(r.repartitioned());  // another policy and world size
+      Memory m(r);
+      m.clear();
+      r.swap_in(m.ids, m.views);  // from the old files, re-partitioned
+      EXPECT_EQ(m.wrong(5), 0u);
+      EXPECT_EQ(r.commit(), 1);   // copies what was not swapped out into the new files
+      EXPECT_FALSE(r.repartitioned());
+      EXPECT_EQ(r.verify().mismatches, 0u);
+      m.clear();
+      r.swap_in(m.ids, m.views);
+      EXPECT_EQ(m.wrong(5), 0u);
+    } catch (const std::exception& e) {
+      ok = false;
+      ADD_FAILURE() << "rank " << world_rank() << ": " << e.what();
+    }
+    MPI_Comm_free(&sub);
+  }
+  ASSERT_TRUE(all_ranks(ok));
+  // And back to every rank, sharded again (another re-partition, the other file set).
+  o.plan.policy = Policy::sharded;
+  SwapSession w = SwapSession::resume(MPI_COMM_WORLD, tensors, o);
+  EXPECT_EQ(w.committed_epoch(), 1);
+  Memory m(w);
+  m.clear();
+  w.swap_in(m.ids, m.views);
+  EXPECT_EQ(m.wrong(5), 0u);
+  w.remove_files();
+}
+
+TEST_F(SessionTest, AFailureOnOneRankRaisesOnEveryRank) {
+  ASSERT_FALSE(dir.path().empty());
+  SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), options_in(dir.path(), Policy::sharded));
+  Memory m(s);
+  m.fill(1);
+  // The last rank forgets its first tensor: commit must fail everywhere, naming it.
+  const bool forget = world_rank() == world_size() - 1 && !m.ids.empty();
+  std::vector<std::uint32_t> ids(m.ids.begin() + (forget ? 1 : 0), m.ids.end());
+  std::vector<TensorView> views(m.views.begin() + (forget ? 1 : 0), m.views.end());
+  s.swap_out(ids, views);
+  const std::string message = expect_throw_on_all_ranks<PhaseError>([&] { s.commit(); });
+  EXPECT_NE(message.find("rank " + std::to_string(world_size() - 1) + "@"), std::string::npos) << message;
+  EXPECT_NE(message.find("was never swapped out"), std::string::npos) << message;
+  EXPECT_EQ(s.committed_epoch(), -1);
+  // A local mistake raises at once, naming the tensor and the sizes.
+  if (!m.ids.empty()) {
+    TensorView wrong = m.views[0];
+    wrong.numel += 1;
+    try {
+      s.swap_out({&m.ids[0], 1}, {&wrong, 1});
+      ADD_FAILURE() << "a view of the wrong size was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(s.tensors()[m.ids[0]].name), std::string::npos) << e.what();
+    }
+  }
+  s.swap_out(m.ids, m.views);
+  EXPECT_EQ(s.commit(), 0);
+  s.remove_files();
+}
+
+TEST_F(SessionTest, DroppedAsyncHandlesWaitAndKeepTheirErrors) {
+  ASSERT_FALSE(dir.path().empty());
+  SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), options_in(dir.path()));
+  Memory m(s);
+  m.fill(4);
+  { (void)s.swap_out_async(m.ids, m.views); }  // dropped: its destructor waits
+  m.clear();
+  { SwapHandle h = s.swap_in_async(m.ids, m.views); }
+  EXPECT_EQ(m.wrong(4), 0u);
+  // A prefetch of a tensor never swapped out fails on the I/O thread; dropped, its error
+  // comes back at the next call.
+  SwapSession fresh = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), options_in(dir.path() + "/fresh"));
+  Memory f(fresh);
+  if (!f.ids.empty()) {
+    { (void)fresh.prefetch(f.ids); }
+    try {
+      fresh.wait_all();
+      ADD_FAILURE() << "the dropped handle's error was lost";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("never swapped out"), std::string::npos) << e.what();
+    }
+  }
+  s.remove_files();
+  fresh.remove_files();
+}
+
+TEST_F(SessionTest, RanksOfOneNodeWithDifferentRootsAreAnError) {
+  ASSERT_FALSE(dir.path().empty());
+  if (world_size() < 2) GTEST_SKIP() << "needs two ranks on one node";
+  SessionOptions o = options_in(dir.path());
+  o.roots = {dir.path() + "/r" + std::to_string(world_rank())};
+  const std::string message =
+      expect_throw_on_all_ranks<ConfigError>([&] { (void)SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o); });
+  EXPECT_NE(message.find("different roots"), std::string::npos) << message;
+  EXPECT_NE(message.find(dir.path() + "/r0"), std::string::npos) << message;
+}
+
+TEST_F(SessionTest, SeveralNodesNeedACatalogDirectory) {
+  ASSERT_FALSE(dir.path().empty());
+  if (world_size() < 2) GTEST_SKIP() << "needs two ranks";
+  SessionOptions o = options_in(dir.path());
+  o.catalog_dir.clear();
+  o.node_key = "env:SWAPCOORD_SESSION_TEST_NODE";
+  ::setenv("SWAPCOORD_SESSION_TEST_NODE", std::to_string(world_rank() % 2).c_str(), 1);
+  const std::string message =
+      expect_throw_on_all_ranks<ConfigError>([&] { (void)SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o); });
+  EXPECT_NE(message.find("--catalog-dir"), std::string::npos) << message;
+  ::unsetenv("SWAPCOORD_SESSION_TEST_NODE");
+}
+
+}  // namespace
+}  // namespace swapcoord::test
