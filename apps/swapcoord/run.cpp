@@ -25,6 +25,8 @@
 #include "model.hpp"
 #include "run_cli.hpp"
 #include "run_config.hpp"
+#include "run_report.hpp"
+#include "values.hpp"
 #include "swapcoord/common/log.hpp"
 #include "swapcoord/common/mix.hpp"
 #include "swapcoord/config.hpp"
@@ -37,57 +39,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
-
-std::uint64_t value_word(std::uint32_t tensor, std::uint64_t word, int epoch) {
-  return mix64((static_cast<std::uint64_t>(tensor) << 40) ^ (word * 0x9e3779b97f4a7c15ULL) ^
-             (static_cast<std::uint64_t>(epoch) * 0xd6e8feb86659fd93ULL + 1));
-}
-
-// `out` = bytes [offset, offset + out.size()) of a piece's on-disk image at `epoch`.
-void fill_piece(const PlanPiece& piece, std::size_t element_size, int epoch, std::uint64_t offset,
-                std::span<std::byte> out) {
-  const std::uint64_t base = piece.element_offset * element_size;  // tensor byte of piece byte 0
-  const std::uint64_t data_end = piece.bytes;
-  std::size_t i = 0;
-  const std::size_t data = offset < data_end ? static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), data_end - offset)) : 0;
-  // base and offset are multiples of 8 (aligned shards and pieces), so words line up.
-  for (; i + 8 <= data; i += 8) {
-    const std::uint64_t w = value_word(piece.tensor, (base + offset + i) / 8, epoch);
-    std::memcpy(out.data() + i, &w, 8);
-  }
-  if (i < data) {
-    const std::uint64_t w = value_word(piece.tensor, (base + offset + i) / 8, epoch);
-    std::memcpy(out.data() + i, &w, data - i);
-    i = data;
-  }
-  std::memset(out.data() + i, 0, out.size() - i);
-}
-
-// Counts elements of `in` (bytes [offset, ...) of the piece) that differ from epoch's
-// values; records the first mismatch's element index in the tensor.
-std::uint64_t check_piece(const PlanPiece& piece, std::size_t element_size, int epoch,
-                          std::uint64_t offset, std::span<const std::byte> in,
-                          std::optional<std::uint64_t>& first_wrong) {
-  const std::uint64_t base = piece.element_offset * element_size;
-  const std::size_t data = offset < piece.bytes ? static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), piece.bytes - offset)) : 0;
-  std::uint64_t wrong = 0;
-  for (std::size_t i = 0; i < data; i += 8) {
-    const std::size_t n = std::min<std::size_t>(8, data - i);
-    const std::uint64_t want = value_word(piece.tensor, (base + offset + i) / 8, epoch);
-    std::uint64_t got = 0;
-    std::memcpy(&got, in.data() + i, n);
-    const std::uint64_t mask = n == 8 ? ~0ULL : ((1ULL << (8 * n)) - 1);
-    const std::uint64_t diff = (got ^ want) & mask;
-    if (diff == 0) continue;
-    for (std::size_t e = 0; e < n; e += element_size) {
-      const std::uint64_t element_mask = element_size >= 8 ? ~0ULL : ((1ULL << (8 * element_size)) - 1) << (8 * e);
-      if ((diff & element_mask) == 0) continue;
-      ++wrong;
-      if (!first_wrong) first_wrong = (base + offset + i + e) / element_size;
-    }
-  }
-  return wrong;
-}
 
 class Job {
  public:
@@ -102,8 +53,6 @@ class Job {
   void allgather(int epoch, PhaseReport& report);
   void corrupt(std::uint32_t id);
   void crash_if(std::string_view point, int epoch) const;
-  void header();
-  void report_json() const;
   const PlanPiece& piece(std::uint32_t id) const { return *_session->local_piece(id); }
   std::size_t element_size(std::uint32_t id) const { return dtype_size(_tensors[id].dtype); }
 
@@ -116,10 +65,7 @@ class Job {
   std::optional<SwapSession> _session;
   std::vector<std::uint32_t> _ids;  // this rank's pieces (tensor ids), in plan order
   int _epoch_in_flight = 0;         // for the commit-stage crash seam
-  json _phases = json::array();
-  std::uint64_t _wrong = 0;
-  double _out_gbps_sum = 0, _in_gbps_sum = 0;
-  int _out_count = 0, _in_count = 0;
+  std::optional<RunReport> _report;
 };
 
 void Job::phase(int step, const char* name, int epoch, const std::function<void(PhaseReport&)>& work) {
@@ -136,22 +82,7 @@ void Job::phase(int step, const char* name, int epoch, const std::function<void(
   }
   report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const PhaseStats s = _session->end_phase(name, epoch, report);
-  _wrong += s.wrong;
-  const std::string_view kind = name;
-  if (kind == "swap-out") _out_gbps_sum += s.aggregate_gbps, ++_out_count;
-  if (kind == "swap-in") _in_gbps_sum += s.aggregate_gbps, ++_in_count;
-  _phases.push_back({{"step", step}, {"phase", name}, {"epoch", epoch}, {"bytes", s.bytes},
-                     {"seconds_min", s.seconds_min}, {"seconds_mean", s.seconds_mean},
-                     {"seconds_max", s.seconds_max}, {"aggregate_gbps", s.aggregate_gbps},
-                     {"rank_gbps_min", s.gbps_min}, {"rank_gbps_mean", s.gbps_mean},
-                     {"rank_gbps_max", s.gbps_max}, {"imbalance", s.imbalance}, {"wrong", s.wrong}});
-  if (_rank == 0) {
-    std::printf("  %5d %9s %6d %14llu %9.4f %9.2f %9.2f %9.2f %9.2f %9.2f %8llu\n", step, name, epoch,
-                static_cast<unsigned long long>(s.bytes), s.seconds_max, s.aggregate_gbps, s.gbps_min,
-                s.gbps_mean, s.gbps_max, s.imbalance, static_cast<unsigned long long>(s.wrong));
-    if (s.wrong > 0 && !s.notes.empty()) std::printf("#   wrong values: %s\n", s.notes.c_str());
-    std::fflush(stdout);
-  }
+  _report->row(step, name, epoch, s);
 }
 
 void Job::swap_out(int epoch, PhaseReport& report) {
@@ -240,85 +171,6 @@ void Job::crash_if(std::string_view point, int epoch) const {
   ::raise(SIGKILL);
 }
 
-void Job::header() {
-  const SwapPlan& plan = _session->plan();
-  const Topology& topo = _session->topology();
-  const auto& c = _config;
-  const auto& o = c.session;
-  if (_rank == 0) {
-    std::uint64_t tensor_bytes = 0;
-    for (const auto& t : _tensors) tensor_bytes += t.size_bytes();
-    std::printf("# swapcoord run %s (%s)\n", SWAPCOORD_VERSION, mpi_library_version().c_str());
-    std::printf("# command: %s\n", join(_argv, " ").c_str());
-    std::printf("# model: %s%s, swap %s: %zu tensors, %.1f MB; steps %d\n",
-                c.tensors.empty() ? c.preset.c_str() : c.tensors.c_str(),
-                c.tensors.empty() ? fmt::format(" scale {}", c.scale).c_str() : "", std::string(to_string(c.swap)).c_str(),
-                _tensors.size(), static_cast<double>(tensor_bytes) / 1e6, c.steps);
-    std::printf("# plan: policy %s, layout %s, slots %d, %d ranks on %d nodes (node key %s), "
-                "fingerprint %016llx, imbalance ranks %.3f nodes %.3f\n",
-                std::string(to_string(o.plan.policy)).c_str(), std::string(to_string(o.plan.layout)).c_str(), o.slots,
-                topo.world_size(), topo.node_count(), o.node_key.c_str(),
-                static_cast<unsigned long long>(plan.fingerprint()), plan.rank_imbalance(), plan.node_imbalance());
-    std::printf("# catalog: %s\n", _session->catalog_path().c_str());
-    if (const Catalog* r = _session->resumed_from())
-      std::printf("# resume: epoch %d from %s (written by %d ranks on %d nodes, policy %s, layout %s, "
-                  "fingerprint %s)%s\n", r->epoch, _session->catalog_path().c_str(), r->world_size, r->node_count,
-                  r->policy.c_str(), r->layout.c_str(), r->plan_fingerprint.c_str(),
-                  _session->repartitioned() ? "; re-partitioned" : "");
-    std::printf("# aio: backend %s, block_size %zu, queue_depth %zu, threads %zu, single_submit %d, "
-                "overlap_events %d, direct %s, fsync %d; staging %zu x %s pinned per rank; verify %d\n",
-                o.backend.c_str(), o.aio.block_size, o.aio.queue_depth, o.aio.intra_op_parallelism,
-                o.aio.single_submit, o.aio.overlap_events, std::string(to_string(o.aio.direct)).c_str(), o.aio.fsync,
-                o.buffer_count, format_size(o.buffer_size).c_str(), c.check_values);
-    std::string per_node;
-    for (std::size_t n = 0; n < plan.node_bytes.size(); ++n)
-      per_node += fmt::format("{}node {}: {:.1f} MB", n ? ", " : "", n, static_cast<double>(plan.node_bytes[n]) / 1e6);
-    std::printf("# bytes per node: %s\n", per_node.c_str());
-    std::printf("#\n# %5s %-20s %5s %10s %s\n", "rank", "host", "node", "local_rank", "root, bytes");
-  }
-  // One line per rank, in rank order (each rank's root is known only to it).
-  const std::string line = fmt::format("{} {:.1f} MB", topo.my_root(),
-                                       static_cast<double>(plan.rank_bytes[static_cast<std::size_t>(_rank)]) / 1e6);
-  constexpr int kWidth = 512;
-  std::vector<char> mine(kWidth, '\0'), all(static_cast<std::size_t>(kWidth) * static_cast<std::size_t>(topo.world_size()));
-  std::memcpy(mine.data(), line.data(), std::min<std::size_t>(line.size(), kWidth - 1));
-  mpi_check(MPI_Gather(mine.data(), kWidth, MPI_CHAR, all.data(), kWidth, MPI_CHAR, 0, topo.world()), "MPI_Gather (header)");
-  if (_rank != 0) return;
-  for (int r = 0; r < topo.world_size(); ++r) {
-    const auto ur = static_cast<std::size_t>(r);
-    std::printf("# %5d %-20s %5d %10d %s\n", r, topo.hosts()[ur].c_str(), topo.node_of_rank()[ur],
-                topo.local_rank_of_rank()[ur], all.data() + ur * kWidth);
-  }
-  std::printf("#\n# %5s %9s %6s %14s %9s %9s %9s %9s %9s %9s %8s\n", "step", "phase", "epoch", "bytes", "time", "agg",
-              "rank_min", "rank_mean", "rank_max", "imbalance", "#wrong");
-  std::printf("# %5s %9s %6s %14s %9s %9s %9s %9s %9s %9s %8s\n", "", "", "", "(B)", "(s)", "(GB/s)", "(GB/s)",
-              "(GB/s)", "(GB/s)", "", "");
-  std::fflush(stdout);
-}
-
-void Job::report_json() const {
-  const SwapPlan& plan = _session->plan();
-  const Topology& topo = _session->topology();
-  json ranks = json::array();
-  for (int r = 0; r < topo.world_size(); ++r) {
-    const auto ur = static_cast<std::size_t>(r);
-    ranks.push_back({{"rank", r}, {"host", topo.hosts()[ur]}, {"node", topo.node_of_rank()[ur]},
-                     {"local_rank", topo.local_rank_of_rank()[ur]}, {"bytes", plan.rank_bytes[ur]}});
-  }
-  const json doc{{"tool", "swapcoord run"}, {"version", SWAPCOORD_VERSION}, {"mpi", mpi_library_version()},
-                 {"argv", _argv}, {"config", _config.to_json()}, {"world_size", topo.world_size()},
-                 {"node_count", topo.node_count()}, {"tensors", _tensors.size()},
-                 {"catalog", _session->catalog_path()},
-                 {"plan", {{"fingerprint", fmt::format("{:016x}", plan.fingerprint())},
-                           {"total_bytes", plan.total_bytes()}, {"rank_imbalance", plan.rank_imbalance()},
-                           {"node_imbalance", plan.node_imbalance()}, {"node_bytes", plan.node_bytes}}},
-                 {"ranks", ranks}, {"phases", _phases}, {"wrong", _wrong},
-                 {"result", _wrong == 0 ? "ok" : "wrong values"}};
-  std::ofstream out(_cli.json);
-  out << doc.dump(2) << "\n";
-  if (!out) log::error(fmt::format("--json: cannot write '{}'", _cli.json));
-}
-
 int Job::run() {
   MPI_Comm world = MPI_COMM_WORLD;
   MPI_Comm_rank(world, &_rank);
@@ -354,7 +206,7 @@ int Job::run() {
                                : SwapSession::create(world, _tensors, options));
   _session->set_commit_stage_hook([this](const char* stage) { crash_if(stage, _epoch_in_flight); });
   for (const auto& p : _session->local_pieces()) _ids.push_back(p.tensor);
-  header();
+  _report.emplace(_config, *_session, _tensors, _argv);
 
   auto commit = [&](int step) {
     _epoch_in_flight = step;
@@ -388,13 +240,8 @@ int Job::run() {
   if (!_session->resumed_from() || _config.steps >= first_step)
     phase(_config.steps + 1, "swap-in", _config.steps, [&](PhaseReport& r) { swap_in(_config.steps, r); });
   if (_cli.cleanup) _session->remove_files();
-  if (_rank == 0) {
-    std::printf("#\n# Wrong values: %llu %s\n", static_cast<unsigned long long>(_wrong), _wrong == 0 ? "OK" : "ERROR");
-    std::printf("# Avg swap-out bandwidth: %.2f GB/s  Avg swap-in bandwidth: %.2f GB/s (aggregate over ranks)\n#\n",
-                _out_count ? _out_gbps_sum / _out_count : 0.0, _in_count ? _in_gbps_sum / _in_count : 0.0);
-    if (!_cli.json.empty()) report_json();
-  }
-  return _wrong == 0 ? kExitOk : kExitWrongData;
+  _report->footer(_cli.json);
+  return _report->wrong() == 0 ? kExitOk : kExitWrongData;
 }
 
 }  // namespace
