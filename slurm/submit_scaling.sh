@@ -7,11 +7,14 @@
 #                           [-- extra sbatch arguments, e.g. -p nvme -A myproject]
 #
 # The swapcoord settings (SWAPCOORD_BIN, SWAPCOORD_PRESET, ...) come from the environment
-# as for swapcoord.sbatch. Prints one line per job (jobid nodes ranks_per_node qd bs) and
-# writes them to DIR/jobs.txt. --wait: return when every job has ended (exit 1 if one failed).
+# as for swapcoord.sbatch. Each point's catalog goes to SWAPCOORD_CATALOG_DIR if it has %j
+# (the job id), else to SWAPCOORD_CATALOG_DIR/catalog-<jobid>, by default to
+# DIR/catalog-<jobid> (DIR must be on a shared file system). Prints one line per job
+# (jobid nodes ranks_per_node qd bs) and writes them to DIR/jobs.txt.
+# --wait: return when every job has ended (exit 1 if one failed).
 set -euo pipefail
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 nodes="1 2"; rpn="1 2"; qds=""; bss=""; sweep=""; wait=0; extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,6 +34,10 @@ sweep=${sweep:-$PWD/swapcoord-sweep-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$sweep"
 sweep=$(cd "$sweep" && pwd)
 export SWAPCOORD_SLURM_DIR=$here SWAPCOORD_OUT=$sweep
+# Every point is its own job with its own catalog: one directory per job id.
+catalog_dir=${SWAPCOORD_CATALOG_DIR:-$sweep}
+[[ $catalog_dir == *%j* ]] || catalog_dir=$catalog_dir/catalog-%j
+export SWAPCOORD_CATALOG_DIR=$catalog_dir
 : >>"$sweep/jobs.txt"
 
 ids=()

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # A private Slurm cluster on this machine: munged, slurmctld and two slurmd ("node1" and
 # "node2", both on 127.0.0.1 with their own ports, spool, pid and log files), everything
-# under one temp directory. Submits slurm/swapcoord.sbatch for 2 nodes x 2 tasks, checks
-# the job's JSON, runs a small scaling sweep and slurm/collect_scaling, then stops every
-# daemon it started (by pid) and removes its files, also on failure.
+# under one temp directory. Each slurmd runs in its own mount namespace (unshare -m) where
+# its node's private directory is bound on the one swap-root path both nodes are given, so
+# the jobs it starts see only their node's root, as with node-local NVMe on a cluster; the
+# output and catalog directories stay shared. Submits slurm/swapcoord.sbatch for 2 nodes x
+# 2 tasks, checks the job's JSON, where its files and catalog went, runs a small scaling
+# sweep and slurm/collect_scaling, then stops every daemon it started (by pid) and removes
+# its files, also on failure.
 #
 # usage: slurm_cluster.sh SWAPCOORD_BIN
-# exit: 0 pass, 1 fail, 77 skip (the daemons cannot start here; the logs say why).
+# exit: 0 pass, 1 fail, 77 skip (the daemons cannot start here, or mount namespaces are not
+# permitted; the output says why).
 # SWAPCOORD_SLURM_KEEP=1 keeps the temp directory for a look afterwards.
 set -uo pipefail
 
@@ -82,6 +87,18 @@ PY
 mkdir -p "$T"/{munge,state,spool,run,log,out} "$T"/tmp/node1 "$T"/tmp/node2
 start=$SECONDS
 
+# --- node-local swap roots ------------------------------------------------------------
+# $T/nvme is the swap-root path of both nodes; in node N's mount namespace $T/local/N is
+# bound on it. From here (outside every namespace) $T/nvme stays an empty directory, and
+# $T/local/N shows what node N's jobs wrote.
+mkdir -p "$T/nvme" "$T/local/node1" "$T/local/node2"
+command -v unshare >/dev/null || skip "no 'unshare' (util-linux): cannot give each slurmd its own root"
+# shellcheck disable=SC2016  # $1, $2 belong to the inner shell
+if ! msg=$(unshare -m --propagation private -- /bin/sh -c 'mount --bind "$1" "$2"' probe \
+             "$T/local/node1" "$T/nvme" 2>&1); then
+  skip "cannot bind a private directory in a mount namespace (unshare -m; mount --bind; needs root or CAP_SYS_ADMIN): $msg"
+fi
+
 # --- munge: its own key, socket, pid, log and seed ---------------------------------
 dd if=/dev/urandom of="$T/munge/munge.key" bs=1024 count=1 status=none
 chmod 0400 "$T/munge/munge.key"
@@ -144,9 +161,15 @@ CONF
 slurmctld -D -c -i -f "$SLURM_CONF" >>"$T/log/slurmctld.out" 2>&1 &
 pids+=($!)
 sleep 1
+# Each slurmd in its own mount namespace with $T/local/<node> bound on $T/nvme; slurmstepd
+# and the tasks inherit it. exec keeps the pid (cleanup kills it by pid); the mount ends
+# with the namespace's last process.
 for n in node1 node2; do
   mkdir -p "$T/spool/$n"
-  slurmd -D -f "$SLURM_CONF" -N "$n" >>"$T/log/slurmd-$n.out" 2>&1 &
+  # shellcheck disable=SC2016  # $1.. belong to the inner shell
+  unshare -m --propagation private -- /bin/sh -c \
+    'mount --bind "$1" "$2" || { echo "cannot bind $1 on $2" >&2; exit 97; }; shift 2; exec "$@"' \
+    slurmd-ns "$T/local/$n" "$T/nvme" slurmd -D -f "$SLURM_CONF" -N "$n" >>"$T/log/slurmd-$n.out" 2>&1 &
   pids+=($!)
 done
 ready=0
@@ -197,15 +220,17 @@ fi
 # Ranks learn their node from SLURM_NODEID, which srun sets per task and which mpirun's
 # ranks inherit from its daemons (started by srun, one per node): --node-key slurm.
 export SWAPCOORD_BIN=$bin SWAPCOORD_PRESET=gpt-125m SWAPCOORD_SCALE=0.05 SWAPCOORD_STEPS=2
-export SWAPCOORD_ROOTS="$T/nvme/%n/a,$T/nvme/%n/b"
+# One root path for both nodes, node-local through the slurmds' mount namespaces.
+export SWAPCOORD_ROOTS="$T/nvme/a,$T/nvme/b"
 export SWAPCOORD_EXTRA_ARGS="--buffer-size 1M --phase-timeout 60"
 export SWAPCOORD_OUT=$T/out
 
-# submit_2x2 LABEL ENV...: runs swapcoord.sbatch on 2 nodes x 2 tasks and checks its JSON
+# submit_2x2 LABEL ENV...: runs swapcoord.sbatch on 2 nodes x 2 tasks (keeping its files)
+# and checks its JSON, where its data files and its catalog went
 submit_2x2() {
   local label=$1; shift
-  local t0=$SECONDS id state json
-  id=$(env "$@" sbatch --parsable -N 2 --ntasks-per-node=2 --time=10 -o "$T/out/slurm-%j.log" \
+  local t0=$SECONDS id state json catalog
+  id=$(env SWAPCOORD_KEEP=1 "$@" sbatch --parsable -N 2 --ntasks-per-node=2 --time=10 -o "$T/out/slurm-%j.log" \
          "$slurm_dir/swapcoord.sbatch") || fail "sbatch refused the job"
   state=$(wait_job "$id" 300)
   echo "job $id ($label, 2 nodes x 2 tasks): $state in $((SECONDS - t0)) s"
@@ -230,9 +255,50 @@ if bad:
     print("\n".join(bad)); sys.exit(1)
 print(f"  json ok: world_size 4, node_count 2, plan.node_bytes {nb}, wrong 0")
 PY
-  # %n in SWAPCOORD_ROOTS: each node wrote under its own directory
-  [ -d "$T/nvme/node1/a/swapcoord-$id" ] && [ -d "$T/nvme/node2/a/swapcoord-$id" ] \
-    || fail "job $id ($label): no per-node roots $T/nvme/node{1,2}/a/swapcoord-$id"
+  # The catalog in the shared directory (SWAPCOORD_CATALOG_DIR's default), none elsewhere.
+  catalog=$T/out/catalog-$id/catalog.h5
+  [ -f "$catalog" ] || { cat "$T/out/slurm-$id.log"; fail "job $id ($label): no catalog $catalog"; }
+  [ -z "$(find "$T/local" -name 'catalog.h5*')" ] || fail "job $id ($label): a catalog in a node-local root: $(find "$T/local" -name 'catalog.h5*')"
+  # Each node's data in its own private root, and only its own ranks' (the catalog says which
+  # rank is on which node); nothing on the shared root path itself.
+  "$bin" inspect --json "$catalog" >"$T/out/inspect-$id.json" || fail "job $id ($label): inspect of $catalog failed"
+  "$python" - "$T/out/inspect-$id.json" "$T/local" "swapcoord-$id" <<'PY' || fail "job $id ($label): the data files are not where their nodes are"
+import json, os, re, sys
+doc, local, job = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+node_of = {r["rank"]: r["node"] for r in doc["ranks"]}
+seen = {}  # slurm node name -> ranks whose files it holds
+for name in ("node1", "node2"):
+    ranks = set()
+    for dirpath, _, files in os.walk(os.path.join(local, name)):
+        m = re.search(r"/" + re.escape(job) + r"/rank-(\d+)$", dirpath)
+        if m and any(f.endswith(".swp") for f in files):
+            ranks.add(int(m.group(1)))
+    seen[name] = ranks
+bad = []
+if seen["node1"] | seen["node2"] != set(node_of):
+    bad.append(f"ranks with files {sorted(seen['node1'] | seen['node2'])}, catalog ranks {sorted(node_of)}")
+if seen["node1"] & seen["node2"]:
+    bad.append(f"ranks {sorted(seen['node1'] & seen['node2'])} have files on both nodes")
+for name, ranks in seen.items():
+    nodes = {node_of.get(r) for r in ranks}
+    if len(ranks) != 2 or len(nodes) != 1:
+        bad.append(f"{name}'s private root holds files of ranks {sorted(ranks)} (catalog nodes {sorted(map(str, nodes))}), want the 2 ranks of one node")
+if {node_of[r] for r in seen["node1"]} == {node_of[r] for r in seen["node2"]}:
+    bad.append("both private roots hold ranks of the same catalog node")
+if bad:
+    print("\n".join(bad)); sys.exit(1)
+print(f"  files: node1's private root holds ranks {sorted(seen['node1'])}, node2's ranks {sorted(seen['node2'])}")
+PY
+  [ -z "$(ls -A "$T/nvme")" ] || fail "job $id ($label): the shared root path $T/nvme is not empty: $(ls -A "$T/nvme")"
+  echo "  catalog in $T/out/catalog-$id; $T/nvme (the roots' path outside the nodes) empty"
+  # swapcoord verify on both nodes (each piece read where its file is), as a user would.
+  OMPI_MCA_btl=self,tcp timeout -k 10 120 srun --mpi=pmix -N 2 --ntasks-per-node=2 --time=5 \
+    "$bin" verify "$catalog" >"$T/out/verify-$id.out" 2>&1 ||
+    { cat "$T/out/verify-$id.out"; fail "job $id ($label): srun -N 2 swapcoord verify $catalog failed"; }
+  grep -q '^# Checked [0-9]* pieces (.*) in .* s: 0 mismatches OK' "$T/out/verify-$id.out" ||
+    { cat "$T/out/verify-$id.out"; fail "job $id ($label): verify did not report 0 mismatches"; }
+  echo "  srun -N 2 --ntasks-per-node=2 swapcoord verify: $(grep '^# Checked' "$T/out/verify-$id.out" | sed 's/^# //')"
+  rm -rf "$T"/local/node?/?/"swapcoord-$id" "$T/out/catalog-$id"
 }
 # mpirun inside the allocation (Open MPI takes hosts and slots from Slurm).
 submit_2x2 mpirun SWAPCOORD_LAUNCHER=mpirun SWAPCOORD_MPIRUN_ARGS="--mca btl self,tcp"
@@ -273,6 +339,7 @@ for r in rows:
     assert float(r["swap_out_gbps"]) > 0 and float(r["swap_in_gbps"]) > 0, r
     assert int(r["bytes"]) > 0 and int(r["wrong"]) == 0, r
 PY
+[ -z "$(ls -A "$T/nvme")" ] || fail "after the sweep, the shared root path $T/nvme is not empty: $(ls -A "$T/nvme")"
 for png in aggregate_vs_ranks aggregate_vs_nodes per_rank_vs_ranks per_rank_vs_nodes; do
   [ -s "$sweep/$png.png" ] || fail "no plot $sweep/$png.png"
 done

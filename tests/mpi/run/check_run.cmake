@@ -6,6 +6,7 @@
 #   -DWORLD=N -DNODES=N      checked in WORK/out.json (written with --json when EXIT is 0)
 #   -DPREPARE=cmake-file     included before the run (to plant a fault under WORK)
 #   -DWRAPPER=script         runs each rank as `script APP ARGS...`
+cmake_minimum_required(VERSION 3.25)  # new variable rules: "@WORK@" below stays literal
 if(NOT DEFINED EXIT)
   set(EXIT 0)
 endif()
