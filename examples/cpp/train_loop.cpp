@@ -4,8 +4,8 @@
 //
 // The model is kGroups parameter groups of float32 tensors. Memory holds two groups at a
 // time: each step walks the groups, and for group g it
-//   1. starts prefetching group g+1 (read in the background into pinned memory),
-//   2. swaps group g in (copied from the prefetch when it is there),
+//   1. swaps group g in (copied from pinned memory: it was prefetched),
+//   2. starts prefetching group g+1 (read in the background while group g is updated),
 //   3. updates it (adds 1 to every element, so that the result is easy to check),
 //   4. swaps it out asynchronously (the write overlaps the work on the next group);
 // and every kCommitEvery steps it commits: everything swapped out so far becomes durable
@@ -89,10 +89,10 @@ int train(const std::string& scratch, int steps) {
     for (int g = 0; g < kGroups; ++g) {
       Group& group = groups[g];
       next.wait();                                   // the prefetch of this group is done
-      if (g + 1 < kGroups) next = session.prefetch(groups[g + 1].ids);  // 1.
       if (writing[g % 2].valid()) writing[g % 2].wait();  // memory[g % 2] is free again
       bind(group, memory[g % 2]);
-      session.swap_in(group.ids, group.views);       // 2.
+      session.swap_in(group.ids, group.views);       // 1. (a copy from the prefetched pieces)
+      if (g + 1 < kGroups) next = session.prefetch(groups[g + 1].ids);  // 2. reads during 3.
       for (auto& v : group.views)                    // 3.
         for (float& x : v.as<float>()) x += 1.0f;
       writing[g % 2] = session.swap_out_async(group.ids, group.views);  // 4.

@@ -276,6 +276,8 @@ struct SwapSession::Impl {
   std::optional<AsyncTensorSwapper> swapper;
   PinnedAllocation prefetch_area;
   std::vector<std::uint64_t> prefetched;  // per local piece: offset in prefetch_area
+  std::vector<std::uint32_t> prefetch_live;  // local pieces in the area, oldest first
+  std::uint64_t prefetch_head = 0;           // where the next prefetched piece goes
   std::optional<PhaseSync> sync;
   std::optional<Watchdog> watchdog;
   std::chrono::milliseconds timeout{0};
@@ -572,35 +574,53 @@ SwapFigures SwapSession::Impl::do_swap_in(std::vector<std::uint32_t> ids,
 }
 
 SwapFigures SwapSession::Impl::do_prefetch(std::vector<std::uint32_t> ids) {
+  // The prefetch area is a ring: new pieces go after the last ones and, when the end is
+  // reached, from the start again, dropping only the older pieces they overlap. So a
+  // prefetch of the next group does not discard the current group's pieces that a
+  // swap_in has yet to take, as long as both fit.
   const auto start = Clock::now();
-  std::fill(prefetched.begin(), prefetched.end(), kNotPrefetched);
   if (prefetch_area.empty()) {
     const std::uint64_t bytes = options.prefetch_bytes ? options.prefetch_bytes : options.buffer_count * options.buffer_size;
     prefetch_area = PinnedAllocation(static_cast<std::size_t>(bytes));
   }
+  const std::uint64_t capacity = prefetch_area.size_bytes();
   std::vector<IoRequest> reads;
-  std::vector<std::size_t> which;
-  std::uint64_t used = 0;
+  std::vector<std::uint32_t> added;
+  SwapFigures f;
   for (const auto id : ids) {
     const std::size_t li = local_index(id);
     const int slot = readable_slot(li);
     const PlanPiece& p = mine[li];
-    if (slot < 0 || used + p.aligned_bytes > prefetch_area.size_bytes()) continue;
+    if (slot < 0 || prefetched[li] != kNotPrefetched || p.aligned_bytes > capacity) continue;
+    if (prefetch_head + p.aligned_bytes > capacity) prefetch_head = 0;
+    const std::uint64_t begin = prefetch_head, end = begin + p.aligned_bytes;
+    auto overlaps = [&](std::uint32_t other) {
+      const std::uint64_t at = prefetched[other];
+      return at != kNotPrefetched && at < end && at + mine[other].aligned_bytes > begin;
+    };
+    // The ring came round to a piece of this same call: the group is larger than the area.
+    if (std::any_of(added.begin(), added.end(), overlaps)) break;
+    std::erase_if(prefetch_live, [&](std::uint32_t other) {
+      if (prefetched[other] == kNotPrefetched) return true;  // taken by swap_in, or dropped
+      if (!overlaps(other)) return false;
+      prefetched[other] = kNotPrefetched;
+      return true;
+    });
     const SwapLocation where = location(li, slot);
-    reads.push_back({IoOp::read, where.file, prefetch_area.data() + used, where.offset, where.bytes});
-    which.push_back(li);
-    prefetched[li] = used;  // set below only on success
-    used += p.aligned_bytes;
+    reads.push_back({IoOp::read, where.file, prefetch_area.data() + begin, where.offset, where.bytes});
+    added.push_back(static_cast<std::uint32_t>(li));
+    prefetched[li] = begin;
+    prefetch_head = end;
+    f.bytes += p.aligned_bytes;
   }
-  SwapFigures f;
   try {
     if (!reads.empty()) engine->run(reads);
   } catch (...) {
-    std::fill(prefetched.begin(), prefetched.end(), kNotPrefetched);
+    for (const auto li : added) prefetched[li] = kNotPrefetched;
     throw;
   }
-  f.pieces = which.size();
-  f.bytes = used;
+  prefetch_live.insert(prefetch_live.end(), added.begin(), added.end());
+  f.pieces = added.size();
   f.seconds = seconds_since(start);
   add_stats(&SessionStats::prefetch, f);
   return f;
