@@ -18,7 +18,6 @@
 #include <optional>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "cli_util.hpp"
 #include "commands.hpp"
@@ -28,9 +27,9 @@
 #include "run_report.hpp"
 #include "values.hpp"
 #include "swapcoord/common/log.hpp"
-#include "swapcoord/common/mix.hpp"
 #include "swapcoord/config.hpp"
 #include "swapcoord/coord/mpi.hpp"
+#include "swapcoord/coord/watchdog.hpp"
 #include "swapcoord/io/unique_fd.hpp"
 #include "swapcoord/session/session.hpp"
 
@@ -38,7 +37,6 @@ namespace swapcoord::app {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using nlohmann::json;
 
 class Job {
  public:
@@ -66,6 +64,7 @@ class Job {
   std::vector<std::uint32_t> _ids;  // this rank's pieces (tensor ids), in plan order
   int _epoch_in_flight = 0;         // for the commit-stage crash seam
   std::optional<RunReport> _report;
+  std::optional<Watchdog> _watchdog;
 };
 
 void Job::phase(int step, const char* name, int epoch, const std::function<void(PhaseReport&)>& work) {
@@ -202,6 +201,7 @@ int Job::run() {
     std::fflush(stderr);
     ::_exit(kExitError);
   };
+  _watchdog.emplace(_who, options.on_stall);  // the all-gather cannot take a deadline either
   _session.emplace(_cli.resume ? SwapSession::resume(world, _tensors, options)
                                : SwapSession::create(world, _tensors, options));
   _session->set_commit_stage_hook([this](const char* stage) { crash_if(stage, _epoch_in_flight); });
@@ -232,7 +232,12 @@ int Job::run() {
   for (int step = first_step; step <= _config.steps; ++step) {
     if (!(_session->resumed_from() && step == first_step)) {
       phase(step, "swap-in", step - 1, [&](PhaseReport& r) { swap_in(step - 1, r); });
-      if (_config.allgather) phase(step, "allgather", step - 1, [&](PhaseReport& r) { allgather(step - 1, r); });
+      if (_config.allgather)
+        phase(step, "allgather", step - 1, [&](PhaseReport& r) {
+          Watchdog::Scope guard(*_watchdog, fmt::format("phase allgather of epoch {}", step - 1),
+                                std::chrono::milliseconds(static_cast<long long>(_config.session.phase_timeout_s * 1000)));
+          allgather(step - 1, r);
+        });
     }
     phase(step, "swap-out", step, [&](PhaseReport& r) { swap_out(step, r); });
     commit(step);

@@ -34,7 +34,7 @@ void add_run_flags(CLI::App* cmd, RunCli& c) {
   cmd->add_option("--config", c.config,
                   "JSON config file: sections aio, swap, run; or a DeepSpeed ds_config.json");
   cmd->add_option("--json", c.json, "Also write every figure (and argv) to this JSON file");
-  cmd->add_flag("--cleanup", c.cleanup, "Remove the swap files at the end");
+  cmd->add_flag("--cleanup", c.cleanup, "At the end, remove the swap files, the catalog and the job's empty directories");
   flag(cmd->add_option("--preset", c.preset, "Model preset: gpt-125m, gpt-1.3b, gpt-6.7b, llama-7b")
            ->default_str(d.preset),
        [](const RunCli& f, RunConfig& r) { r.preset = f.preset; r.tensors.clear(); });
@@ -105,7 +105,7 @@ void add_run_flags(CLI::App* cmd, RunCli& c) {
            ->default_str(std::string(to_string(s.aio.direct))),
        [](const RunCli& f, RunConfig& r) { r.session.aio.direct = parse_direct_mode(f.direct); });
   flag(cmd->add_flag("--fsync,!--no-fsync", c.fsync,
-                     fmt::format("fdatasync at the end of each swap-out (default: {})", on_off(s.aio.fsync))),
+                     fmt::format("fdatasync every file written since the last commit, in each commit (default: {})", on_off(s.aio.fsync))),
        [](const RunCli& f, RunConfig& r) { r.session.aio.fsync = f.fsync; });
   flag(cmd->add_option("--phase-timeout", c.phase_timeout, "Seconds a phase may wait for all ranks")
            ->default_str(fmt::format("{}", s.phase_timeout_s)),

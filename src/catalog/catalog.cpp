@@ -626,7 +626,7 @@ void CatalogIndex::locate(std::uint32_t id, std::uint64_t begin, std::uint64_t e
     if (from >= to) continue;
     const std::uint64_t offset_in_row = from - row_begin;
     const std::uint64_t read = std::min(align_up(to - from, _catalog.alignment), r.aligned_bytes - offset_in_row);
-    out.push_back({r.file, r.offset + offset_in_row, to - from, read, from});
+    out.push_back({r.file, r.offset + offset_in_row, to - from, read, from, i});
   }
 }
 

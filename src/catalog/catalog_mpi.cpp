@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <map>
 #include <type_traits>
 
 #include <fmt/format.h>
@@ -199,12 +200,6 @@ void broadcast_bytes(MPI_Comm comm, std::vector<char>& bytes, int root) {
   }
 }
 
-std::string host_of_rank(const Catalog& c, std::int32_t rank) {
-  for (const auto& r : c.ranks)
-    if (r.rank == rank) return r.host;
-  return {};
-}
-
 std::string local_host() {
   char buffer[256] = {};
   if (::gethostname(buffer, sizeof buffer - 1) != 0) return {};
@@ -241,13 +236,18 @@ Catalog load_catalog_collective(MPI_Comm comm, const std::string& path, int root
 }
 
 CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog) {
-  int rank = 0, size = 1;
+  int rank = 0;
   mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
-  mpi_check(MPI_Comm_size(comm, &size), "MPI_Comm_size");
   const std::size_t files = catalog.files.size();
-  // Which files this rank reaches (2: and is on the host the catalog names for the owner).
-  std::vector<unsigned char> mine(files, 0);
+  if (files > static_cast<std::size_t>(INT_MAX)) throw Error("verify: too many files in the catalog for one exchange");
+  const int n = static_cast<int>(files);
+  // Which files this rank reaches: 2 on the host the catalog names for the file's owner,
+  // 1 elsewhere, 0 not at all. Then per file, over all ranks: the best class, how many
+  // ranks have it and this rank's index among them (memory and traffic O(files)).
+  std::map<std::int32_t, const std::string*> host_of;
+  for (const auto& r : catalog.ranks) host_of[r.rank] = &r.host;
   const std::string host = local_host();
+  std::vector<unsigned char> mine(files, 0), best(files, 0);
   for (std::size_t i = 0; i < files; ++i) {
     struct stat st {};
     std::string path;
@@ -259,30 +259,23 @@ CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog) {
     if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
         static_cast<std::uint64_t>(st.st_size) < catalog.files[i].size)
       continue;
-    mine[i] = host_of_rank(catalog, catalog.files[i].owner) == host ? 2 : 1;
+    const auto owner = host_of.find(catalog.files[i].owner);
+    mine[i] = owner != host_of.end() && *owner->second == host ? 2 : 1;
   }
-  std::vector<unsigned char> all(files * static_cast<std::size_t>(size));
-  if (files > static_cast<std::size_t>(INT_MAX)) throw Error("verify: too many files in the catalog for one exchange");
-  mpi_check(MPI_Allgather(mine.data(), static_cast<int>(files), MPI_UNSIGNED_CHAR, all.data(), static_cast<int>(files),
-                          MPI_UNSIGNED_CHAR, comm),
-            "MPI_Allgather (reachable files)");
-  // Per file: the ranks that will read its rows (the best reachability class only).
-  std::vector<std::vector<int>> readers(files);
-  for (std::size_t i = 0; i < files; ++i) {
-    unsigned char best = 0;
-    for (int r = 0; r < size; ++r) best = std::max(best, all[static_cast<std::size_t>(r) * files + i]);
-    if (best == 0) continue;
-    for (int r = 0; r < size; ++r)
-      if (all[static_cast<std::size_t>(r) * files + i] == best) readers[i].push_back(r);
-  }
+  mpi_check(MPI_Allreduce(mine.data(), best.data(), n, MPI_UNSIGNED_CHAR, MPI_MAX, comm),
+            "MPI_Allreduce (reachable files)");
+  std::vector<int> reader(files, 0), readers(files, 0), index(files, 0);
+  for (std::size_t i = 0; i < files; ++i) reader[i] = best[i] > 0 && mine[i] == best[i] ? 1 : 0;
+  mpi_check(MPI_Allreduce(reader.data(), readers.data(), n, MPI_INT, MPI_SUM, comm), "MPI_Allreduce (readers)");
+  mpi_check(MPI_Exscan(reader.data(), index.data(), n, MPI_INT, MPI_SUM, comm), "MPI_Exscan (readers)");
+  if (rank == 0) std::fill(index.begin(), index.end(), 0);
   CatalogAssignment out;
   auto& rows = out.rows;
   auto& unreachable = out.unreachable;
-  std::vector<std::size_t> seen(files, 0);  // rows of each file so far (spreads them)
+  std::vector<std::size_t> seen(files, 0);  // rows of each file so far (spreads them over its readers)
   for (std::size_t i = 0; i < catalog.tensors.size(); ++i) {
     const std::uint32_t f = catalog.tensors[i].file;
-    const auto& who = readers[f];
-    if (who.empty()) {
+    if (readers[f] == 0) {
       if (rank == 0) {
         ++unreachable.mismatches;
         ++unreachable.pieces;
@@ -294,7 +287,8 @@ CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog) {
       }
       continue;
     }
-    if (who[seen[f]++ % who.size()] == rank) rows.push_back(i);
+    if (reader[f] && seen[f] % static_cast<std::size_t>(readers[f]) == static_cast<std::size_t>(index[f])) rows.push_back(i);
+    ++seen[f];
   }
   return out;
 }

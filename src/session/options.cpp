@@ -398,6 +398,8 @@ void SessionOptions::validate() const {
   if (a < kMinAlignment || a > kMaxAlignment || (a & (a - 1)) != 0)
     throw ConfigError(fmt::format("swap.alignment: {} is not a power of two between {} and {}", a,
                                   kMinAlignment, kMaxAlignment));
+  if (buffer_size % a != 0)
+    throw ConfigError(fmt::format("swap.buffer_size: {} is not a multiple of swap.alignment ({})", buffer_size, a));
   if (!(phase_timeout_s > 0) || !std::isfinite(phase_timeout_s) || phase_timeout_s > kMaxPhaseTimeoutS)
     throw ConfigError(fmt::format("swap.phase_timeout_s: {} is not a number of seconds in (0, {:g}]",
                                   phase_timeout_s, kMaxPhaseTimeoutS));

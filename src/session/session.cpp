@@ -214,24 +214,24 @@ std::string broadcast_string(MPI_Comm comm, std::string text, int root = 0) {
   return text;
 }
 
-// Runs `fn` on every rank; if it throws on any rank, every rank throws: a ConfigError
-// when the first failing rank's was one, else a PhaseError naming that rank.
+// Runs `fn` on every rank; if it throws on any rank, every rank throws the same: a
+// ConfigError when the first failing rank's was one, else a PhaseError naming that rank.
 template <class Fn>
 void collectively(MPI_Comm comm, const std::string& who, Fn&& fn) {
-  std::string problem;
-  bool config_error = false;
+  std::string problem;  // "C" or "E" (the kind), then the message
   try {
     fn();
   } catch (const ConfigError& e) {
-    problem = e.what();
-    config_error = true;
+    problem = std::string("C") + e.what();
   } catch (const std::exception& e) {
-    problem = who + ": " + e.what();
+    problem = "E" + who + ": " + e.what();
+  } catch (...) {
+    problem = "E" + who + ": an exception that is not a std::exception";
   }
   const auto [rank, message] = first_message(comm, problem);
   if (rank < 0) return;
-  if (config_error) throw ConfigError(message);
-  throw PhaseError(message, rank);
+  if (message.front() == 'C') throw ConfigError(message.substr(1));
+  throw PhaseError(message.substr(1), rank);
 }
 
 struct PieceState {
@@ -276,7 +276,9 @@ struct SwapSession::Impl {
   std::optional<AsyncTensorSwapper> swapper;
   PinnedAllocation prefetch_area;
   std::vector<std::uint64_t> prefetched;  // per local piece: offset in prefetch_area
-  std::vector<std::uint32_t> prefetch_live;  // local pieces in the area, oldest first
+  // Pieces put in the area (local piece, offset), oldest first; an entry whose piece is no
+  // longer at that offset (taken by swap_in, dropped, prefetched again) is stale.
+  std::deque<std::pair<std::uint32_t, std::uint64_t>> prefetch_live;
   std::uint64_t prefetch_head = 0;           // where the next prefetched piece goes
   std::optional<PhaseSync> sync;
   std::optional<Watchdog> watchdog;
@@ -290,6 +292,7 @@ struct SwapSession::Impl {
   std::vector<std::uint32_t> order;  // local piece of each location
   std::vector<std::uint64_t> digests;
   std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> hash{XXH64_createState(), &XXH64_freeState};
+  std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> row_hash{XXH64_createState(), &XXH64_freeState};
   std::vector<CatalogSegment> segments;
   Worker worker;  // last: destroyed first, after running what is queued
 
@@ -307,7 +310,12 @@ struct SwapSession::Impl {
     return {&files[static_cast<std::size_t>(slot)].at(p.file - first_file), p.offset, p.aligned_bytes};
   }
   std::size_t local_index(std::uint32_t id) const;
-  void check_views(std::span<const std::uint32_t> ids, std::span<const TensorView> views) const;
+  // Checks a call's ids (range, owned by this rank, none twice) and views (sizes, host
+  // memory). Called from the caller's thread (one caller thread at a time).
+  void check_ids(std::span<const std::uint32_t> ids);
+  void check_views(std::span<const std::uint32_t> ids, std::span<const TensorView> views);
+  std::vector<std::uint32_t> seen;  // check_ids: marks per local piece
+  std::uint32_t stamp = 0;
   int target_slot(const PieceState& s) const {
     if (s.kind == PieceState::Kind::pending) return s.pending_slot;
     if (s.committed_slot < 0) return 0;
@@ -321,6 +329,10 @@ struct SwapSession::Impl {
   SwapFigures do_prefetch(std::vector<std::uint32_t> ids);
   void read_inherited(std::size_t li, FunctionRef<void(std::uint64_t, std::span<const std::byte>)> sink, std::uint64_t& bytes);
   void migrate(std::size_t li);
+  void committed(int epoch);  // a commit is in place: pending copies become committed
+  // A commit failed and rank 0 could not tell whether its rename happened: pending copies
+  // may be what the catalog on disk calls committed, so they must not be rewritten.
+  bool commit_uncertain = false;
   std::string missing_inherited(const PlanPiece& p, std::uint32_t file, const std::string& why) const;
   void check_resumed_files();
   void add_stats(SessionStats::Kind SessionStats::*kind, const SwapFigures& f) {
@@ -345,16 +357,26 @@ std::size_t SwapSession::Impl::local_index(std::uint32_t id) const {
   return static_cast<std::size_t>(li);
 }
 
-void SwapSession::Impl::check_views(std::span<const std::uint32_t> ids, std::span<const TensorView> views) const {
+void SwapSession::Impl::check_ids(std::span<const std::uint32_t> ids) {
+  if (++stamp == 0) {  // wrapped: start the marks again
+    std::fill(seen.begin(), seen.end(), 0);
+    stamp = 1;
+  }
+  for (const auto id : ids) {
+    const std::size_t li = local_index(id);
+    if (seen[li] == stamp)
+      throw Error(fmt::format("{}: tensor {} ('{}') is named twice in one call", who, id, tensors[id].name));
+    seen[li] = stamp;
+  }
+}
+
+void SwapSession::Impl::check_views(std::span<const std::uint32_t> ids, std::span<const TensorView> views) {
   if (ids.size() != views.size())
     throw Error(fmt::format("{}: {} tensor ids but {} views", who, ids.size(), views.size()));
-  std::vector<unsigned char> seen(mine.size(), 0);
+  check_ids(ids);
   for (std::size_t i = 0; i < ids.size(); ++i) {
-    const std::size_t li = local_index(ids[i]);
-    const PlanPiece& p = mine[li];
+    const PlanPiece& p = mine[local_index(ids[i])];
     const TensorSpec& t = tensors[ids[i]];
-    if (seen[li]++)
-      throw Error(fmt::format("{}: tensor {} ('{}') is named twice in one call", who, ids[i], t.name));
     const TensorView& v = views[i];
     if (!v.device.is_cpu())
       throw Error(fmt::format("{}: the view of tensor '{}' is on {} (host memory only)", who, t.name,
@@ -415,7 +437,14 @@ SwapFigures SwapSession::Impl::do_swap_out(std::vector<std::uint32_t> ids,
   locations.clear();
   order.clear();
   std::array<bool, 2> need{false, false};
-  for (const auto id : ids) need[static_cast<std::size_t>(target_slot(states[local_index(id)]))] = true;
+  for (const auto id : ids) {
+    const PieceState& st = states[local_index(id)];
+    if (commit_uncertain && st.kind == PieceState::Kind::pending)
+      throw Error(fmt::format("{}: tensor '{}': the last commit failed after its catalog may have been renamed "
+                              "into place, so its copy may be the committed one; commit again before swapping it "
+                              "out", who, tensors[id].name));
+    need[static_cast<std::size_t>(target_slot(st))] = true;
+  }
   for (int s = 0; s < 2; ++s)
     if (need[static_cast<std::size_t>(s)]) ensure_files(s);
   std::vector<int> slot_of;  // per location
@@ -475,10 +504,17 @@ std::string SwapSession::Impl::missing_inherited(const PlanPiece& p, std::uint32
 void SwapSession::Impl::read_inherited(std::size_t li, FunctionRef<void(std::uint64_t, std::span<const std::byte>)> out,
                                        std::uint64_t& bytes) {
   // Reads the piece's bytes from the resumed catalog's files in staging-buffer chunks.
+  // Each old row that this piece holds whole is checked against its recorded checksum as
+  // it goes by (rows cut by the new piece boundaries are checked by verify()).
   const PlanPiece& p = mine[li];
   const std::uint64_t begin = p.element_offset * dtype_size(tensors[p.tensor].dtype);
   const std::size_t chunk = staging.front().size_bytes();
+  // Reads are rounded up to the smaller of the two alignments: within the row, and within
+  // the chunk (chunks and rows start at multiples of it).
+  const std::uint64_t unit = std::min<std::uint64_t>(resumed->alignment, plan.options.alignment_bytes);
   std::byte* buffer = staging.front().bytes();
+  XXH64_state_t* h = row_hash.get();
+  std::optional<std::size_t> hashing;  // the old row being hashed
   for (std::uint64_t done = 0; done < p.bytes; done += chunk) {
     const std::uint64_t length = std::min<std::uint64_t>(chunk, p.bytes - done);
     segments.clear();
@@ -493,10 +529,25 @@ void SwapSession::Impl::read_inherited(std::size_t li, FunctionRef<void(std::uin
           throw Error(missing_inherited(p, seg.file, e.what()));
         }
       }
-      const IoRequest read{IoOp::read, &*file, buffer + (seg.tensor_offset - begin - done), seg.file_offset,
-                           seg.read_bytes};
+      std::byte* at = buffer + (seg.tensor_offset - begin - done);
+      const IoRequest read{IoOp::read, &*file, at, seg.file_offset, std::min(seg.read_bytes, align_up(seg.bytes, unit))};
       engine->run({&read, 1});
-      bytes += seg.read_bytes;
+      bytes += read.size_bytes;
+      const CatalogRow& row = resumed->tensors[seg.row];
+      const std::uint64_t row_begin = row.element_offset * dtype_size(row.dtype);
+      if (seg.tensor_offset == row_begin) {
+        XXH64_reset(h, 0);
+        hashing = seg.row;
+      }
+      if (hashing != seg.row) continue;
+      XXH64_update(h, at, static_cast<std::size_t>(seg.bytes));
+      if (seg.tensor_offset + seg.bytes == row_begin + row.bytes) {
+        hashing.reset();
+        if (const auto got = XXH64_digest(h); got != row.checksum)
+          throw Error(fmt::format("{}: resume: tensor '{}' shard {} ({} bytes at offset {} of '{}'): checksum {:016x}, "
+                                  "the catalog says {:016x}", who, row.name, row.shard, row.bytes, row.offset,
+                                  file->path(), got, row.checksum));
+      }
     }
     out(done, {buffer, static_cast<std::size_t>(length)});
   }
@@ -575,10 +626,13 @@ SwapFigures SwapSession::Impl::do_swap_in(std::vector<std::uint32_t> ids,
 
 SwapFigures SwapSession::Impl::do_prefetch(std::vector<std::uint32_t> ids) {
   // The prefetch area is a ring: new pieces go after the last ones and, when the end is
-  // reached, from the start again, dropping only the older pieces they overlap. So a
-  // prefetch of the next group does not discard the current group's pieces that a
-  // swap_in has yet to take, as long as both fit.
+  // reached, from the start again, dropping only the oldest pieces they overlap (the
+  // live pieces, oldest first, lie in ring order from the head on). So a prefetch of the
+  // next group does not discard the current group's pieces that a swap_in has yet to take,
+  // as long as both fit.
   const auto start = Clock::now();
+  std::vector<int> slot_of(ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) slot_of[i] = readable_slot(local_index(ids[i]));  // throws first
   if (prefetch_area.empty()) {
     const std::uint64_t bytes = options.prefetch_bytes ? options.prefetch_bytes : options.buffer_count * options.buffer_size;
     prefetch_area = PinnedAllocation(static_cast<std::size_t>(bytes));
@@ -587,26 +641,26 @@ SwapFigures SwapSession::Impl::do_prefetch(std::vector<std::uint32_t> ids) {
   std::vector<IoRequest> reads;
   std::vector<std::uint32_t> added;
   SwapFigures f;
-  for (const auto id : ids) {
-    const std::size_t li = local_index(id);
-    const int slot = readable_slot(li);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const std::size_t li = local_index(ids[i]);
     const PlanPiece& p = mine[li];
-    if (slot < 0 || prefetched[li] != kNotPrefetched || p.aligned_bytes > capacity) continue;
+    if (slot_of[i] < 0 || prefetched[li] != kNotPrefetched || p.aligned_bytes > capacity) continue;
     if (prefetch_head + p.aligned_bytes > capacity) prefetch_head = 0;
     const std::uint64_t begin = prefetch_head, end = begin + p.aligned_bytes;
     auto overlaps = [&](std::uint32_t other) {
       const std::uint64_t at = prefetched[other];
       return at != kNotPrefetched && at < end && at + mine[other].aligned_bytes > begin;
     };
-    // The ring came round to a piece of this same call: the group is larger than the area.
-    if (std::any_of(added.begin(), added.end(), overlaps)) break;
-    std::erase_if(prefetch_live, [&](std::uint32_t other) {
-      if (prefetched[other] == kNotPrefetched) return true;  // taken by swap_in, or dropped
-      if (!overlaps(other)) return false;
-      prefetched[other] = kNotPrefetched;
-      return true;
-    });
-    const SwapLocation where = location(li, slot);
+    // The ring came round to this call's first piece: the group is larger than the area.
+    if (!added.empty() && overlaps(added.front())) break;
+    while (!prefetch_live.empty()) {  // drop what is gone (taken, dropped, moved) or overlapped
+      const auto [other, at] = prefetch_live.front();
+      const bool stale = prefetched[other] != at;
+      if (!stale && !overlaps(other)) break;
+      if (!stale) prefetched[other] = kNotPrefetched;
+      prefetch_live.pop_front();
+    }
+    const SwapLocation where = location(li, slot_of[i]);
     reads.push_back({IoOp::read, where.file, prefetch_area.data() + begin, where.offset, where.bytes});
     added.push_back(static_cast<std::uint32_t>(li));
     prefetched[li] = begin;
@@ -619,7 +673,7 @@ SwapFigures SwapSession::Impl::do_prefetch(std::vector<std::uint32_t> ids) {
     for (const auto li : added) prefetched[li] = kNotPrefetched;
     throw;
   }
-  prefetch_live.insert(prefetch_live.end(), added.begin(), added.end());
+  for (const auto li : added) prefetch_live.push_back({li, prefetched[li]});
   f.pieces = added.size();
   f.seconds = seconds_since(start);
   add_stats(&SessionStats::prefetch, f);
@@ -884,6 +938,7 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
   s->first_file = static_cast<std::size_t>(first - s->plan.files.begin());
   for (auto it = first; it != s->plan.files.end() && it->owner == me; ++it) ++s->file_count;
   s->prefetched.assign(s->mine.size(), kNotPrefetched);
+  s->seen.assign(s->mine.size(), 0);
   s->states.assign(s->mine.size(), PieceState{});
 
   // The catalog directory: given, or rank 0's first root (one node only); all must see it.
@@ -906,6 +961,9 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
       throw PhaseError(e.what(), 0);
     }
     collectively(s->world(), s->who, [&] { s->resumed_index.emplace(*s->resumed, s->tensors); });
+    if (s->resumed->job != o.job)
+      throw ConfigError(fmt::format("swap.job: the catalog '{}/catalog.h5' is job '{}', this session's job is '{}'",
+                                    s->catalog_dir, s->resumed->job, o.job));
     s->resumed_files.resize(s->resumed->files.size());
     s->committed_epoch = s->resumed->epoch;
     s->repartitioned = !adopt_catalog(*s);
@@ -989,7 +1047,7 @@ SwapHandle SwapSession::swap_in_async(std::span<const std::uint32_t> ids, std::s
 SwapHandle SwapSession::prefetch(std::span<const std::uint32_t> ids) {
   Impl& s = *_impl;
   s.sink->rethrow();
-  for (const auto id : ids) (void)s.local_index(id);
+  s.check_ids(ids);
   std::vector<std::uint32_t> list(ids.begin(), ids.end());
   return s.post([&s, list = std::move(list)]() mutable { return s.do_prefetch(std::move(list)); });
 }
@@ -997,7 +1055,7 @@ SwapHandle SwapSession::prefetch(std::span<const std::uint32_t> ids) {
 SwapFigures SwapSession::swap_out_stream(std::span<const std::uint32_t> ids, PieceFill fill) {
   Impl& s = *_impl;
   s.sink->rethrow();
-  for (const auto id : ids) (void)s.local_index(id);
+  s.check_ids(ids);
   std::vector<std::uint32_t> list(ids.begin(), ids.end());
   return s.post([&s, &fill, list = std::move(list)]() mutable {
     const std::vector<std::uint32_t>& l = list;
@@ -1008,7 +1066,7 @@ SwapFigures SwapSession::swap_out_stream(std::span<const std::uint32_t> ids, Pie
 SwapFigures SwapSession::swap_in_stream(std::span<const std::uint32_t> ids, PieceDrain drain) {
   Impl& s = *_impl;
   s.sink->rethrow();
-  for (const auto id : ids) (void)s.local_index(id);
+  s.check_ids(ids);
   std::vector<std::uint32_t> list(ids.begin(), ids.end());
   return s.post([&s, &drain, list = std::move(list)]() mutable {
     const std::vector<std::uint32_t>& l = list;
@@ -1022,6 +1080,9 @@ int SwapSession::commit() {
   Impl& s = *_impl;
   const auto start = Clock::now();
   const int epoch = s.committed_epoch + 1;
+  Watchdog::Scope guard(*s.watchdog, fmt::format("the commit of epoch {}", epoch), s.timeout);
+  std::array<bool, 2> used{false, false};  // slots holding a piece after this commit
+  std::uint64_t count = 0;                 // this rank's catalog files
   collectively(s.world(), s.who, [&] {
     s.wait_all();
     for (std::size_t li = 0; li < s.mine.size(); ++li) {
@@ -1035,72 +1096,89 @@ int SwapSession::commit() {
         for (std::size_t k = 0; k < s.dirty[slot].size(); ++k)
           if (s.dirty[slot][k]) s.files[slot][k].sync();
     s.stage("commit");
+    for (const auto& st : s.states)
+      used[static_cast<std::size_t>(st.kind == PieceState::Kind::pending ? st.pending_slot : st.committed_slot)] = true;
+    count = (used[0] + used[1]) * s.file_count;
   });
-  const Topology& t = *s.topo;
-  Catalog header;
-  header.job = s.options.job;
-  header.epoch = epoch;
-  header.slots = s.options.slots;
-  header.slot = epoch % s.options.slots;
-  header.generation = s.generation;
-  header.world_size = t.world_size();
-  header.node_count = t.node_count();
-  header.layout = std::string(to_string(s.plan.options.layout));
-  header.policy = std::string(to_string(s.plan.options.policy));
-  header.alignment = s.plan.options.alignment_bytes;
-  header.plan_fingerprint = fmt::format("{:016x}", s.plan.fingerprint());
-  header.config_json = s.options.to_json().dump();
-  header.created = utc_now();
-  // This rank's files: every slot that holds a piece after this commit.
-  std::array<bool, 2> used{false, false};
-  for (const auto& st : s.states)
-    used[static_cast<std::size_t>(st.kind == PieceState::Kind::pending ? st.pending_slot : st.committed_slot)] = true;
-  std::array<std::uint64_t, 2> slot_base{0, 0};
-  std::uint64_t count = 0;
-  for (std::size_t slot = 0; slot < 2; ++slot)
-    if (used[slot]) {
-      slot_base[slot] = count;
-      count += s.file_count;
-    }
-  std::uint64_t base = 0;
+  std::uint64_t base = 0;  // this rank's first index in /files
   mpi_check(MPI_Exscan(&count, &base, 1, MPI_UINT64_T, MPI_SUM, s.world()), "MPI_Exscan (catalog files)");
-  if (t.rank() == 0) base = 0;
+  if (s.topo->rank() == 0) base = 0;
+  Catalog header;
   CatalogPart part;
-  for (std::size_t li = 0; li < s.mine.size(); ++li) {
-    const PlanPiece& p = s.mine[li];
-    const PieceState& st = s.states[li];
-    const bool pending = st.kind == PieceState::Kind::pending;
-    const auto slot = static_cast<std::size_t>(pending ? st.pending_slot : st.committed_slot);
-    part.tensors.push_back({p.tensor, s.tensors[p.tensor].name, s.tensors[p.tensor].dtype, p.numel, p.element_offset,
-                            p.shard, p.shard_count, p.owner, p.node, p.root,
-                            static_cast<std::uint32_t>(base + slot_base[slot] + (p.file - s.first_file)), p.offset,
-                            p.bytes, p.aligned_bytes, pending ? st.pending_checksum : st.committed_checksum,
-                            pending ? st.pending_version : st.committed_version});
-  }
-  for (std::size_t slot = 0; slot < 2; ++slot)
-    if (used[slot])
-      for (std::size_t k = 0; k < s.file_count; ++k) {
-        const PlanFile& f = s.plan.files[s.first_file + k];
-        part.files.push_back({file_relative_path(f, s.options.job, s.physical_slot(static_cast<int>(slot))), f.owner,
-                              f.root, f.size_bytes});
-      }
-  if (t.local_rank() == 0)
-    for (std::size_t i = 0; i < t.roots().size(); ++i)
-      part.roots.push_back({t.node(), static_cast<std::int32_t>(i), absolute_path(t.roots()[i])});
-  {
+  collectively(s.world(), s.who, [&] {
+    const Topology& t = *s.topo;
+    header.job = s.options.job;
+    header.epoch = epoch;
+    header.slots = s.options.slots;
+    header.slot = epoch % s.options.slots;
+    header.generation = s.generation;
+    header.world_size = t.world_size();
+    header.node_count = t.node_count();
+    header.layout = std::string(to_string(s.plan.options.layout));
+    header.policy = std::string(to_string(s.plan.options.policy));
+    header.alignment = s.plan.options.alignment_bytes;
+    header.plan_fingerprint = fmt::format("{:016x}", s.plan.fingerprint());
+    header.config_json = s.options.to_json().dump();
+    header.created = utc_now();
+    const std::array<std::uint64_t, 2> slot_base{0, used[0] ? s.file_count : 0};
+    for (std::size_t li = 0; li < s.mine.size(); ++li) {
+      const PlanPiece& p = s.mine[li];
+      const PieceState& st = s.states[li];
+      const bool pending = st.kind == PieceState::Kind::pending;
+      const auto slot = static_cast<std::size_t>(pending ? st.pending_slot : st.committed_slot);
+      part.tensors.push_back({p.tensor, s.tensors[p.tensor].name, s.tensors[p.tensor].dtype, p.numel,
+                              p.element_offset, p.shard, p.shard_count, p.owner, p.node, p.root,
+                              static_cast<std::uint32_t>(base + slot_base[slot] + (p.file - s.first_file)), p.offset,
+                              p.bytes, p.aligned_bytes, pending ? st.pending_checksum : st.committed_checksum,
+                              pending ? st.pending_version : st.committed_version});
+    }
+    for (std::size_t slot = 0; slot < 2; ++slot)
+      if (used[slot])
+        for (std::size_t k = 0; k < s.file_count; ++k) {
+          const PlanFile& f = s.plan.files[s.first_file + k];
+          part.files.push_back({file_relative_path(f, s.options.job, s.physical_slot(static_cast<int>(slot))),
+                                f.owner, f.root, f.size_bytes});
+        }
+    if (t.local_rank() == 0)
+      for (std::size_t i = 0; i < t.roots().size(); ++i)
+        part.roots.push_back({t.node(), static_cast<std::int32_t>(i), absolute_path(t.roots()[i])});
     std::lock_guard lock(s.stats_mutex);
     part.rank = {t.rank(), t.node(), t.local_rank(), t.host(), s.plan.rank_bytes[static_cast<std::size_t>(t.rank())],
                  s.stats.swap_out.seconds, s.stats.swap_in.seconds};
-  }
+  });
+  // The commit is rank 0's rename. If commit_catalog fails, whether that rename happened
+  // decides what is committed now: rank 0 looks (1 = epoch `epoch` is in place, 0 = the
+  // previous catalog is, -1 = cannot tell).
+  std::optional<PhaseError> failure;
   try {
-    Watchdog::Scope guard(*s.watchdog, fmt::format("the catalog commit of epoch {}", epoch), s.timeout);
     commit_catalog(s.world(), s.catalog_dir, header, part, s.commit_stage);
   } catch (const MpiError&) {
     throw;
   } catch (const Error& e) {  // commit_catalog throws alike on every rank
-    throw PhaseError(e.what(), -1);
+    failure.emplace(e.what(), -1);
   }
-  for (auto& st : s.states)
+  int committed = 1;
+  if (failure) {
+    if (s.topo->rank() == 0) {
+      try {
+        committed = load_catalog(catalog_path()).epoch == epoch ? 1 : 0;
+      } catch (const std::exception&) {
+        committed = std::filesystem::exists(catalog_path()) ? -1 : 0;
+      }
+    }
+    mpi_check(MPI_Bcast(&committed, 1, MPI_INT, 0, s.world()), "MPI_Bcast (commit outcome)");
+  }
+  s.commit_uncertain = committed < 0;
+  if (committed == 1) s.committed(epoch);
+  if (failure) throw *failure;
+  SwapFigures f;
+  f.seconds = seconds_since(start);
+  s.add_stats(&SessionStats::commit, f);
+  return epoch;
+}
+
+void SwapSession::Impl::committed(int epoch) {
+  for (auto& st : states)
     if (st.kind == PieceState::Kind::pending) {
       st.kind = PieceState::Kind::committed;
       st.committed_slot = st.pending_slot;
@@ -1108,17 +1186,13 @@ int SwapSession::commit() {
       st.committed_version = st.pending_version;
       st.pending_slot = -1;
     }
-  for (auto& d : s.dirty) std::fill(d.begin(), d.end(), 0);
-  s.committed_epoch = epoch;
-  if (s.repartitioned) {  // the old catalog's files are no longer referenced
-    s.resumed_files.clear();
-    s.resumed_index.reset();
-    s.repartitioned = false;
+  for (auto& d : dirty) std::fill(d.begin(), d.end(), 0);
+  committed_epoch = epoch;
+  if (repartitioned) {  // the old catalog's files are no longer referenced
+    resumed_files.clear();
+    resumed_index.reset();
+    repartitioned = false;
   }
-  SwapFigures f;
-  f.seconds = seconds_since(start);
-  s.add_stats(&SessionStats::commit, f);
-  return epoch;
 }
 
 SessionCheck SwapSession::verify() {
@@ -1127,10 +1201,17 @@ SessionCheck SwapSession::verify() {
     s.wait_all();
     if (s.committed_epoch < 0) throw Error("verify: nothing was committed yet");
   });
-  const Catalog c = load_catalog_collective(s.world(), catalog_path());
-  const CatalogCheck check =
-      verify_catalog_collective(s.world(), c, *s.engine, s.options.buffer_size, s.options.aio.direct);
-  return {check.pieces, check.bytes, check.mismatches, check.notes};
+  Watchdog::Scope guard(*s.watchdog, "verify", s.timeout);
+  try {  // both throw alike on every rank
+    const Catalog c = load_catalog_collective(s.world(), catalog_path());
+    const CatalogCheck check =
+        verify_catalog_collective(s.world(), c, *s.engine, s.options.buffer_size, s.options.aio.direct);
+    return {check.pieces, check.bytes, check.mismatches, check.notes};
+  } catch (const MpiError&) {
+    throw;
+  } catch (const Error& e) {
+    throw PhaseError(e.what(), 0);
+  }
 }
 
 PhaseStats SwapSession::end_phase(std::string_view phase, int epoch, const PhaseReport& report) {
@@ -1191,6 +1272,18 @@ void SwapSession::remove_files() {
         ::unlink(path.c_str());
         dirs.insert(path.parent_path().string());
       }
+  // After a re-partitioned resume, the resumed catalog's files (of ranks that may no
+  // longer exist) belong to this job too: each node's first rank removes those it sees.
+  if (s.resumed && s.topo->local_rank() == 0)
+    for (std::uint32_t i = 0; i < s.resumed->files.size(); ++i) {
+      try {
+        const std::filesystem::path path = s.resumed->file_path(i);
+        ::unlink(path.c_str());
+        dirs.insert(path.parent_path().string());
+      } catch (const std::exception&) {
+      }
+    }
+  mpi_check(MPI_Barrier(s.world()), "MPI_Barrier (remove_files)");
   for (const auto& d : dirs) ::rmdir(d.c_str());
   mpi_check(MPI_Barrier(s.world()), "MPI_Barrier (remove_files)");
   if (me == 0) {

@@ -10,6 +10,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -268,7 +269,15 @@ TEST_F(SessionTest, ResumesAtAnotherWorldSizeBitForBit) {
   m.clear();
   w.swap_in(m.ids, m.views);
   EXPECT_EQ(m.wrong(5), 0u);
+  // remove_files() also removes the files of the generations written at other world sizes.
   w.remove_files();
+  if (world_rank() == 0)
+    for (const auto& root : o.roots) {
+      std::vector<std::string> left;
+      for (const auto& e : std::filesystem::recursive_directory_iterator(root)) left.push_back(e.path().string());
+      EXPECT_TRUE(left.empty()) << "left in " << root << ": " << (left.empty() ? "" : left.front());
+    }
+  EXPECT_FALSE(std::filesystem::exists(o.catalog_dir + "/catalog.h5"));
 }
 
 TEST_F(SessionTest, AFailureOnOneRankRaisesOnEveryRank) {
@@ -325,6 +334,135 @@ TEST_F(SessionTest, DroppedAsyncHandlesWaitAndKeepTheirErrors) {
   }
   s.remove_files();
   fresh.remove_files();
+}
+
+TEST_F(SessionTest, AFailedCommitAfterTheRenameKeepsTheCommittedCopy) {
+  ASSERT_FALSE(dir.path().empty());
+  const SessionOptions o = options_in(dir.path());
+  {
+    SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+    Memory m(s);
+    m.fill(1);
+    s.swap_out(m.ids, m.views);
+    s.commit();
+    m.fill(2);
+    s.swap_out(m.ids, m.views);
+    // The directory fsync after the rename "fails" (the hook throws on rank 0 there):
+    // epoch 1 is committed on disk although commit() raises.
+    s.set_commit_stage_hook([](const char* stage) {
+      if (std::string(stage) == "renamed") throw Error("injected: directory fsync failed");
+    });
+    const std::string message = expect_throw_on_all_ranks<PhaseError>([&] { s.commit(); });
+    EXPECT_NE(message.find("injected"), std::string::npos) << message;
+    EXPECT_EQ(s.committed_epoch(), 1) << "the rename happened: epoch 1 is what is committed";
+    s.set_commit_stage_hook({});
+    m.fill(3);
+    s.swap_out(m.ids, m.views);  // must not overwrite epoch 1's copies
+  }  // dropped: a crash before the next commit
+  SwapSession r = SwapSession::resume(MPI_COMM_WORLD, awkward_tensors(), o);
+  EXPECT_EQ(r.committed_epoch(), 1);
+  Memory m(r);
+  m.clear();
+  r.swap_in(m.ids, m.views);
+  EXPECT_EQ(m.wrong(2), 0u);
+  EXPECT_EQ(r.verify().mismatches, 0u);
+  r.remove_files();
+}
+
+TEST_F(SessionTest, BadCallsChangeNothing) {
+  ASSERT_FALSE(dir.path().empty());
+  SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), options_in(dir.path(), Policy::round_robin));
+  Memory m(s);
+  if (m.ids.size() >= 2) {
+    m.fill(7);
+    s.swap_out({&m.ids[0], 1}, {&m.views[0], 1});
+    // A prefetch naming a piece that was never swapped out fails before it prefetches any.
+    try {
+      s.prefetch(m.ids).wait();
+      ADD_FAILURE() << "prefetch of a piece never swapped out";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("never swapped out"), std::string::npos) << e.what();
+    }
+    m.clear();
+    s.swap_in({&m.ids[0], 1}, {&m.views[0], 1});
+    EXPECT_EQ(m.wrong(0, 7), 0u);
+    // The same tensor twice in one streaming call.
+    const std::uint32_t twice[2] = {m.ids[0], m.ids[0]};
+    try {
+      s.swap_in_stream(twice, [](std::uint32_t, std::uint64_t, std::span<const std::byte>) {});
+      ADD_FAILURE() << "a tensor named twice was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("named twice"), std::string::npos) << e.what();
+    }
+  }
+  // A config error on one rank only is a ConfigError on every rank.
+  SessionOptions bad = options_in(dir.path() + "/bad");
+  if (world_rank() == world_size() - 1) bad.slots = 3;
+  const std::string message =
+      expect_throw_on_all_ranks<ConfigError>([&] { (void)SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), bad); });
+  EXPECT_NE(message.find("swap.slots: 3"), std::string::npos) << message;
+  s.remove_files();
+}
+
+TEST_F(SessionTest, AReRepartitionedResumeChecksTheOldRowsAndRefusesAnotherJob) {
+  ASSERT_FALSE(dir.path().empty());
+  SessionOptions o = options_in(dir.path());
+  o.plan.alignment_bytes = 1 << 20;  // the old run's alignment is larger than the new staging buffers
+  o.buffer_size = 1 << 20;
+  std::string victim;
+  {
+    SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+    Memory m(s);
+    m.fill(1);
+    s.swap_out(m.ids, m.views);
+    s.commit();
+    // Tensor 0 (one element): whole in every plan, so the re-partitioned reader checks it.
+    if (s.local_piece(0) != nullptr) victim = s.where(0).path + ":" + std::to_string(s.where(0).offset);
+  }
+  SessionOptions other = o;
+  other.job = "another-job";
+  other.plan.alignment_bytes = 4096;
+  expect_throw_on_all_ranks<ConfigError>([&] { (void)SwapSession::resume(MPI_COMM_WORLD, awkward_tensors(), other); });
+  SessionOptions next = o;
+  next.plan.alignment_bytes = 4096;
+  next.plan.policy = Policy::sharded;
+  next.buffer_size = 64 << 10;
+  {
+    SwapSession r = SwapSession::resume(MPI_COMM_WORLD, awkward_tensors(), next);
+    EXPECT_TRUE(r.repartitioned());
+    Memory m(r);
+    r.swap_in(m.ids, m.views);
+    EXPECT_EQ(m.wrong(1), 0u);
+  }
+  // One flipped byte in the old files: the re-partitioned swap-in that reads that row says so.
+  int owner = victim.empty() ? -1 : world_rank();
+  MPI_Allreduce(MPI_IN_PLACE, &owner, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  ASSERT_GE(owner, 0);
+  victim = broadcast_string(victim, owner);
+  if (world_rank() == 0) {
+    const auto colon = victim.rfind(':');
+    std::FILE* f = std::fopen(victim.substr(0, colon).c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, std::stol(victim.substr(colon + 1)), SEEK_SET);
+    const int c = std::fgetc(f);
+    std::fseek(f, std::stol(victim.substr(colon + 1)), SEEK_SET);
+    std::fputc(c ^ 0x5a, f);
+    std::fclose(f);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  SwapSession r = SwapSession::resume(MPI_COMM_WORLD, awkward_tensors(), next);
+  Memory m(r);
+  bool caught = false;
+  try {
+    r.swap_in(m.ids, m.views);
+  } catch (const Error& e) {
+    caught = std::string(e.what()).find("checksum") != std::string::npos;
+    EXPECT_TRUE(caught) << e.what();
+  }
+  int any = caught ? 1 : 0;
+  MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  EXPECT_EQ(any, 1) << "no rank found the flipped byte";
+  r.remove_files();
 }
 
 TEST_F(SessionTest, RanksOfOneNodeWithDifferentRootsAreAnError) {

@@ -124,6 +124,7 @@ struct CatalogSegment {
   std::uint64_t bytes = 0;         // data bytes
   std::uint64_t read_bytes = 0;    // bytes rounded up to the alignment (within the row)
   std::uint64_t tensor_offset = 0; // byte offset in the tensor
+  std::size_t row = 0;             // index into Catalog::tensors
 };
 
 // An index of a catalog's rows by tensor, checked against a model.

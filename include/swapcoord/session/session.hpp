@@ -25,8 +25,12 @@
 // Threads: swap and prefetch calls run in order on one I/O thread of the session; the
 // async forms return a handle at once. Collective calls (create, resume, commit, verify,
 // end_phase) must come from the thread that initialised MPI, on every rank, in the same
-// order. A failure in a local call (swap_out, swap_in) raises on that rank; the next
-// collective call then raises the same PhaseError on every rank, naming it.
+// order. A failure in a local call (swap_out, swap_in, prefetch) raises on that rank only.
+// A swap-out that failed midway leaves its pieces without a usable copy ("lost") until
+// they are swapped out again, and the error of an async call whose handle was dropped
+// without wait() is raised by the next call; either way the next commit() then raises
+// the same PhaseError on every rank, naming the rank.
+// A session must be destroyed before MPI_Finalize.
 #include <mpi.h>
 
 #include <chrono>
@@ -135,9 +139,10 @@ class SwapSession {
   SwapFigures swap_in(std::span<const std::uint32_t> ids, std::span<const TensorView> views);
   SwapHandle swap_out_async(std::span<const std::uint32_t> ids, std::span<const TensorView> views);
   SwapHandle swap_in_async(std::span<const std::uint32_t> ids, std::span<const TensorView> views);
-  // Reads the pieces (as many whole pieces as fit in prefetch_bytes, in order) into pinned
+  // Reads the pieces (whole pieces, in order, while they fit in prefetch_bytes) into pinned
   // memory in the background. A later swap_in of a prefetched piece copies from there; a
-  // swap_out of it drops the prefetched copy. A new prefetch replaces the previous one.
+  // swap_out of it drops the prefetched copy. The prefetch memory is a ring: a new
+  // prefetch goes after the previous ones and drops only the oldest pieces it overlaps.
   SwapHandle prefetch(std::span<const std::uint32_t> ids);
   SwapFigures swap_out_stream(std::span<const std::uint32_t> ids, PieceFill fill);
   SwapFigures swap_in_stream(std::span<const std::uint32_t> ids, PieceDrain drain);
