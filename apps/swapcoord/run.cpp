@@ -178,7 +178,7 @@ int Job::run() {
   std::string problem;
   bool config_error = false;
   try {
-    if (!_cli.config.empty()) _config.load_file(_cli.config);
+    if (!_cli.config.empty()) _config.load_file(_cli.config, _rank == 0);  // one log line per job
     _cli.apply(_config);
     _config.validate();
     const auto dtype = _config.deepspeed.detected ? std::optional(_config.deepspeed.param_dtype) : std::nullopt;

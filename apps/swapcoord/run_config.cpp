@@ -75,12 +75,12 @@ void apply_run_section(RunConfig& c, const json& body, const std::string& source
 
 }  // namespace
 
-void RunConfig::load_file(const std::string& path) {
+void RunConfig::load_file(const std::string& path, bool log) {
   const json doc = read_config_file(path);
   const std::string source = fmt::format("config '{}'", path);
   // Applied to a copy: a file with an error changes nothing.
   RunConfig c = *this;
-  c.deepspeed = apply_config(c.session, doc, source, {"run"});
+  c.deepspeed = apply_config(c.session, doc, source, {"run"}, log);
   const auto swap_section = doc.find("swap");
   if (swap_section != doc.end() && swap_section->is_object() && swap_section->contains("verify"))
     c.check_values = c.session.verify;  // run checks values itself (the lead passes verify=false on)

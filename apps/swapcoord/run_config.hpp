@@ -28,7 +28,7 @@ struct RunConfig {
   // (ConfigError when neither does); a run section, read last, overrides it.
   // The old keys run.phase_timeout_s and run.node_key set session.phase_timeout_s and
   // session.node_key.
-  void load_file(const std::string& path);
+  void load_file(const std::string& path, bool log = true);  // log: say which DeepSpeed keys are ignored
   // session.validate() and the run section: steps in [0, 1e6], scale in (0, 4], a known
   // preset (unless tensors is set), allgather only with the sharded policy.
   void validate() const;

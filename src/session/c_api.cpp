@@ -25,6 +25,7 @@
 #include "swapcoord/buffer/pinned_allocation.hpp"
 #include "swapcoord/catalog/catalog.hpp"
 #include "swapcoord/common/align.hpp"
+#include "swapcoord/coord/topology.hpp"
 #include "swapcoord/common/dtype.hpp"
 #include "swapcoord/common/error.hpp"
 #include "swapcoord/common/log.hpp"
@@ -530,27 +531,42 @@ int make_session(swapcoord_session** out, MPI_Fint comm, const char* options_jso
                  swapcoord_stall_callback on_stall, void* user, bool resume) {
   const char* function = resume ? "swapcoord_session_resume" : "swapcoord_session_create";
   return guarded([&] {
-    require(out, function, "out");
-    auto specs = to_specs(tensors, count, function);
+    const MPI_Comm c_comm = MPI_Comm_f2c(comm);
+    if (c_comm == MPI_COMM_NULL)
+      throw InvalidArgument(fmt::format("{}: comm {} is MPI_COMM_NULL", function, comm));
+    int rank = 0;
+    sc::mpi_check(MPI_Comm_rank(c_comm, &rank), "MPI_Comm_rank");
+    // The arguments are checked on every rank, and a problem on any rank is reported by
+    // every rank (the same code and text), before the collective create.
+    std::vector<sc::TensorSpec> specs;
     sc::SessionOptions options;
-    if (options_json != nullptr && options_json[0] != '\0') {
-      nlohmann::json doc;
-      try {
-        doc = nlohmann::json::parse(options_json);
-      } catch (const nlohmann::json::parse_error& e) {
-        throw sc::ConfigError(fmt::format("options_json: not valid JSON: {}", e.what()));
+    std::string problem;  // kind ('I'nvalid, 'C'onfig), then the message
+    try {
+      require(out, function, "out");
+      specs = to_specs(tensors, count, function);
+      if (options_json != nullptr && options_json[0] != '\0') {
+        nlohmann::json doc;
+        try {
+          doc = nlohmann::json::parse(options_json);
+        } catch (const nlohmann::json::parse_error& e) {
+          throw sc::ConfigError(fmt::format("options_json: not valid JSON: {}", e.what()));
+        }
+        sc::apply_config(options, doc, "options_json", {}, rank == 0);
       }
-      sc::apply_config(options, doc, "options_json");
+    } catch (const InvalidArgument& e) {
+      problem = std::string("I") + e.what();
+    } catch (const std::exception& e) {
+      problem = std::string("C") + e.what();
     }
-    options.validate();  // locally, before any collective call
+    if (const auto [bad, message] = sc::first_message(c_comm, problem); bad >= 0) {
+      if (message.front() == 'I') throw InvalidArgument(fmt::format("rank {}: {}", bad, message.substr(1)));
+      throw sc::ConfigError(fmt::format("rank {}: {}", bad, message.substr(1)));
+    }
     auto result = std::make_unique<swapcoord_session>();
     result->hook = std::make_shared<StallHook>();
     result->hook->callback = on_stall;
     result->hook->user = user;
     options.on_stall = [hook = result->hook](const std::string& message) { hook->call(message); };
-    const MPI_Comm c_comm = MPI_Comm_f2c(comm);
-    if (c_comm == MPI_COMM_NULL)
-      throw InvalidArgument(fmt::format("{}: comm {} is MPI_COMM_NULL", function, comm));
     result->session = std::make_unique<sc::SwapSession>(
         resume ? sc::SwapSession::resume(c_comm, std::move(specs), std::move(options))
                : sc::SwapSession::create(c_comm, std::move(specs), std::move(options)));

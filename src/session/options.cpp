@@ -439,7 +439,7 @@ nlohmann::json SessionOptions::to_json() const {
 }
 
 DeepSpeedInfo apply_config(SessionOptions& options, const nlohmann::json& doc, const std::string& source,
-                           const std::vector<std::string>& extra_sections) {
+                           const std::vector<std::string>& extra_sections, bool log_ignored) {
   if (!doc.is_object()) throw ConfigError(fmt::format("{}: the config must be a JSON object", source));
   const Reader r(source);
   DeepSpeedInfo info;
@@ -464,7 +464,7 @@ DeepSpeedInfo apply_config(SessionOptions& options, const nlohmann::json& doc, c
   if (doc.contains("aio")) apply_aio(out, doc["aio"], r);
   if (info.detected) apply_deepspeed(out, doc, r, info);
   if (doc.contains("swap")) apply_swap(out, doc["swap"], r);  // explicit swapcoord keys win
-  if (!info.ignored_keys.empty())
+  if (log_ignored && !info.ignored_keys.empty())
     log::info(fmt::format("{}: ignoring DeepSpeed keys swapcoord does not use: {}", source,
                           join(info.ignored_keys)));
   options = std::move(out);

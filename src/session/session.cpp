@@ -514,7 +514,8 @@ void SwapSession::Impl::read_inherited(std::size_t li, FunctionRef<void(std::uin
   const std::uint64_t unit = std::min<std::uint64_t>(resumed->alignment, plan.options.alignment_bytes);
   std::byte* buffer = staging.front().bytes();
   XXH64_state_t* h = row_hash.get();
-  std::optional<std::size_t> hashing;  // the old row being hashed
+  constexpr std::size_t kNone = ~std::size_t{0};
+  std::size_t hashing = kNone;  // the old row being hashed
   for (std::uint64_t done = 0; done < p.bytes; done += chunk) {
     const std::uint64_t length = std::min<std::uint64_t>(chunk, p.bytes - done);
     segments.clear();
@@ -542,7 +543,7 @@ void SwapSession::Impl::read_inherited(std::size_t li, FunctionRef<void(std::uin
       if (hashing != seg.row) continue;
       XXH64_update(h, at, static_cast<std::size_t>(seg.bytes));
       if (seg.tensor_offset + seg.bytes == row_begin + row.bytes) {
-        hashing.reset();
+        hashing = kNone;
         if (const auto got = XXH64_digest(h); got != row.checksum)
           throw Error(fmt::format("{}: resume: tensor '{}' shard {} ({} bytes at offset {} of '{}'): checksum {:016x}, "
                                   "the catalog says {:016x}", who, row.name, row.shard, row.bytes, row.offset,

@@ -79,8 +79,9 @@ struct DeepSpeedInfo {
 //     sections swapcoord reads are ConfigErrors naming the key.
 // Sizes may be JSON integers or strings such as "16M" (binary multiples).
 // `source` names the document in messages ("config 'c.json'").
+// `log_ignored`: log the ignored keys (an MPI job passes true on one rank only).
 DeepSpeedInfo apply_config(SessionOptions& options, const nlohmann::json& doc, const std::string& source,
-                           const std::vector<std::string>& extra_sections = {});
+                           const std::vector<std::string>& extra_sections = {}, bool log_ignored = true);
 
 // Reads a JSON file (ConfigError naming the path when it cannot be read or parsed).
 nlohmann::json read_config_file(const std::string& path);
