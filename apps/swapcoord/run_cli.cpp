@@ -114,6 +114,10 @@ void add_run_flags(CLI::App* cmd, RunCli& c) {
            ->default_str(s.node_key),
        [](const RunCli& f, RunConfig& r) { r.session.node_key = f.node_key; });
   cmd->add_flag("--resume", c.resume, "Continue from the last committed epoch in the catalog");
+  flag(cmd->add_flag("--overwrite", c.overwrite,
+                     "Start fresh over a committed catalog, replacing it (without this or --resume, a "
+                     "committed catalog is an error)"),
+       [](const RunCli& f, RunConfig& r) { r.session.overwrite = f.overwrite; });
   cmd->add_flag("--verify-checksums", c.verify_checksums,
                 "With --resume: also check every piece's checksum before starting");
   cmd->add_option("--crash-at", c.crash_at,

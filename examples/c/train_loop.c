@@ -63,8 +63,8 @@ int main(int argc, char** argv) {
 
   /* Options as JSON (swapcoord's form; a DeepSpeed ds_config.json works too). Sharded
    * (ZeRO-3 style): every rank owns a contiguous shard of every tensor. A new session
-   * starts fresh (swapcoord_session_resume continues from the committed catalog instead);
-   * this example removes its files at the end. */
+   * refuses to start over a committed catalog (swapcoord_session_resume continues from it;
+   * "overwrite": true replaces it); this example removes its files at the end. */
   char options[4096];
   snprintf(options, sizeof options,
            "{\"swap\": {\"roots\": [\"%s/nvme0\"], \"catalog_dir\": \"%s/catalog\","

@@ -77,7 +77,7 @@ constexpr const char* kAioKeys =
     "block_size, queue_depth, intra_op_parallelism, thread_count, single_submit, overlap_events, "
     "use_gds, direct, fsync, backend";
 constexpr const char* kSwapKeys =
-    "roots, catalog_dir, create_roots, job, layout, policy, alignment, slots, buffer_count, "
+    "roots, catalog_dir, create_roots, overwrite, job, layout, policy, alignment, slots, buffer_count, "
     "buffer_size, prefetch_bytes, pin_memory, verify, phase_timeout_s, node_key";
 
 template <std::size_t N>
@@ -215,6 +215,8 @@ void apply_swap(SessionOptions& o, const json& body, const Reader& r) {
       o.catalog_dir = r.string(value, key, "a directory");
     } else if (name == "create_roots") {
       o.create_roots = r.boolean(value, key);
+    } else if (name == "overwrite") {
+      o.overwrite = r.boolean(value, key);
     } else if (name == "job") {
       o.job = r.string(value, key, "a name");
     } else if (name == "layout") {
@@ -424,6 +426,7 @@ nlohmann::json SessionOptions::to_json() const {
            {{"roots", roots},
             {"catalog_dir", catalog_dir},
             {"create_roots", create_roots},
+            {"overwrite", overwrite},
             {"job", job},
             {"layout", std::string(to_string(plan.layout))},
             {"policy", std::string(to_string(plan.policy))},

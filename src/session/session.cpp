@@ -817,6 +817,43 @@ void check_catalog_dir(const Topology& topo, const std::string& dir, bool defaul
         defaulted ? " (the default, rank 0's first root, is node-local)" : ""));
 }
 
+// A new session over a committed catalog: refused (the catalog's data would be
+// overwritten before the first commit), unless options.overwrite, which removes the old
+// catalog first so that a crash before the first commit leaves no catalog that describes
+// the new data.
+void refuse_or_replace_catalog(const SwapSession::Impl& s) {
+  const std::string path = s.catalog_dir + "/catalog.h5";
+  std::string problem;
+  if (s.topo->rank() == 0) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+      std::string what;
+      try {
+        const Catalog c = load_catalog(path);
+        what = fmt::format("the committed catalog of job '{}', epoch {} ({} ranks, {})", c.job, c.epoch, c.world_size,
+                           c.created);
+      } catch (const std::exception& e) {
+        what = fmt::format("a catalog that cannot be read ({})", e.what());
+      }
+      if (!s.options.overwrite) {
+        problem = fmt::format("swap.catalog_dir: '{}' holds {}: continue from it with resume (--resume), or start "
+                              "fresh with overwrite (--overwrite, swap.overwrite), which replaces it", path, what);
+      } else if (::unlink(path.c_str()) != 0) {
+        problem = errno_message(fmt::format("overwrite: cannot remove '{}'", path), errno);
+      } else {
+        const int fd = ::open(s.catalog_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+          ::fsync(fd);
+          ::close(fd);
+        }
+        log::warn(fmt::format("overwrite: removed '{}', which held {}", path, what));
+      }
+    }
+  }
+  const auto [bad, message] = first_message(s.topo->world(), problem);
+  if (bad >= 0) throw ConfigError(message);
+}
+
 }  // namespace
 
 SwapSession::SwapSession(std::unique_ptr<Impl> impl) noexcept : _impl(std::move(impl)) {}
@@ -952,6 +989,7 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
   s->catalog_dir = broadcast_string(
       s->world(), absolute_path(defaulted ? s->topo->my_root() + "/" + o.job : o.catalog_dir));
   check_catalog_dir(*s->topo, s->catalog_dir, defaulted);
+  if (!resume) refuse_or_replace_catalog(*s);
 
   if (resume) {
     try {  // the same on every rank: rank 0 loaded it

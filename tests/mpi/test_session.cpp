@@ -465,6 +465,33 @@ TEST_F(SessionTest, AReRepartitionedResumeChecksTheOldRowsAndRefusesAnotherJob) 
   r.remove_files();
 }
 
+TEST_F(SessionTest, ANewSessionOverACommittedCatalogIsRefusedUnlessOverwrite) {
+  ASSERT_FALSE(dir.path().empty());
+  SessionOptions o = options_in(dir.path());
+  {
+    SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+    Memory m(s);
+    m.fill(1);
+    s.swap_out(m.ids, m.views);
+    s.commit();
+  }
+  const std::string message =
+      expect_throw_on_all_ranks<ConfigError>([&] { (void)SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o); });
+  EXPECT_NE(message.find(o.catalog_dir + "/catalog.h5' holds the committed catalog of job 'job', epoch 0"),
+            std::string::npos) << message;
+  {  // the refused create touched nothing: the committed state is still there
+    SwapSession r = SwapSession::resume(MPI_COMM_WORLD, awkward_tensors(), o);
+    Memory m(r);
+    r.swap_in(m.ids, m.views);
+    EXPECT_EQ(m.wrong(1), 0u);
+  }
+  o.overwrite = true;
+  SwapSession fresh = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+  EXPECT_FALSE(std::filesystem::exists(o.catalog_dir + "/catalog.h5")) << "the old catalog must be gone at create";
+  EXPECT_EQ(fresh.committed_epoch(), -1);
+  fresh.remove_files();
+}
+
 TEST_F(SessionTest, RanksOfOneNodeWithDifferentRootsAreAnError) {
   ASSERT_FALSE(dir.path().empty());
   if (world_size() < 2) GTEST_SKIP() << "needs two ranks on one node";

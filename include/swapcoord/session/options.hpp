@@ -25,6 +25,8 @@ struct SessionOptions {
   std::string catalog_dir;         // where catalog.h5 lives; every rank must reach it (a
                                    // shared filesystem). Empty: <rank 0's first root>/<job>,
                                    // allowed only when all ranks are on one node.
+  bool overwrite = false;          // create(): replace a committed catalog found in catalog_dir
+                                   // (default: refuse, naming it; resume() continues from it)
   std::string job = "swapcoord";   // directory under each root (one path component)
   PlanOptions plan;                // policy, layout, alignment
   int slots = 2;                   // 2: A/B per piece (a committed copy is never

@@ -132,7 +132,7 @@ TEST(ApplyConfig, EveryKeyOfSwapcoordsForm) {
             "overlap_events": false, "use_gds": false, "direct": "off", "fsync": false,
             "backend": "posix"},
     "swap": {"roots": ["/nvme0", "/nvme1"], "catalog_dir": "/shared/cat", "create_roots": false,
-             "job": "j1", "layout": "file-per-tensor", "slots": 1, "policy": "round-robin",
+             "overwrite": true, "job": "j1", "layout": "file-per-tensor", "slots": 1, "policy": "round-robin",
              "alignment": 8192, "buffer_count": 6, "buffer_size": "1MiB", "prefetch_bytes": "64M",
              "pin_memory": false, "verify": false, "phase_timeout_s": 12.5, "node_key": "env:NODE"},
     "run": {"anything": "the caller's"}
@@ -152,6 +152,7 @@ TEST(ApplyConfig, EveryKeyOfSwapcoordsForm) {
   EXPECT_EQ(o.roots, (std::vector<std::string>{"/nvme0", "/nvme1"}));
   EXPECT_EQ(o.catalog_dir, "/shared/cat");
   EXPECT_FALSE(o.create_roots);
+  EXPECT_TRUE(o.overwrite);
   EXPECT_EQ(o.job, "j1");
   EXPECT_EQ(o.plan.layout, Layout::file_per_tensor);
   EXPECT_EQ(o.slots, 1);
