@@ -50,13 +50,30 @@ DirectAlignment statx_alignment(int dirfd, const char* path, int flags) {
   return {kDefaultAlignmentBytes, kDefaultAlignmentBytes};
 }
 
+// A swap file must be a regular file: opened with O_NONBLOCK (so that a FIFO or a device in
+// its place does not block the open), checked, then made blocking again.
+UniqueFd regular_file(UniqueFd fd, const std::string& path) {
+  struct stat info{};
+  if (::fstat(fd.get(), &info) != 0) throw SystemError(fmt::format("cannot stat swap file '{}'", path), errno);
+  if (!S_ISREG(info.st_mode))
+    throw Error(fmt::format("swap file '{}' is not a regular file (a {}); swapcoord reads and writes only "
+                            "regular files", path,
+                            S_ISFIFO(info.st_mode) ? "FIFO" : S_ISDIR(info.st_mode) ? "directory"
+                            : S_ISCHR(info.st_mode) || S_ISBLK(info.st_mode) ? "device" : "special file"));
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0)
+    throw SystemError(fmt::format("cannot clear O_NONBLOCK on swap file '{}'", path), errno);
+  return fd;
+}
+
 // Opens with O_DIRECT as `mode` says; returns the descriptor and whether it is direct.
 std::pair<UniqueFd, bool> open_with_mode(const std::string& path, int flags, DirectMode mode,
                                          const char* what) {
+  flags |= O_NONBLOCK;
   if (mode != DirectMode::off) {
     const bool created_now = (flags & O_CREAT) != 0 && ::access(path.c_str(), F_OK) != 0;
     UniqueFd fd(::open(path.c_str(), flags | O_DIRECT, 0600));
-    if (fd) return {std::move(fd), true};
+    if (fd) return {regular_file(std::move(fd), path), true};
     const int err = errno;
     if (err != EINVAL || mode == DirectMode::on) {
       // O_CREAT may have made the file before O_DIRECT was refused: do not leave it.
@@ -73,7 +90,7 @@ std::pair<UniqueFd, bool> open_with_mode(const std::string& path, int flags, Dir
   }
   UniqueFd fd(::open(path.c_str(), flags, 0600));
   if (!fd) throw_open_error(what, path, errno);
-  return {std::move(fd), false};
+  return {regular_file(std::move(fd), path), false};
 }
 
 }  // namespace
@@ -93,8 +110,6 @@ SwapFile SwapFile::create(const std::string& path, std::uint64_t size_bytes, Dir
   struct stat info{};
   if (::fstat(fd.get(), &info) != 0)
     throw SystemError(fmt::format("cannot stat swap file '{}'", path), errno);
-  if (!S_ISREG(info.st_mode))
-    throw Error(fmt::format("swap file '{}' is not a regular file", path));
   if (static_cast<std::uint64_t>(info.st_size) > size_bytes &&
       ::ftruncate(fd.get(), static_cast<off_t>(size_bytes)) != 0)
     throw SystemError(fmt::format("cannot truncate swap file '{}' to {} bytes", path, size_bytes),

@@ -480,5 +480,29 @@ TEST_F(NoDirectFilesystem, DirectOnThrowsMentioningODirect) {
   }
 }
 
+// A FIFO (or any other non-regular file) in place of a swap file is refused at once, naming
+// it: opening a FIFO for reading would otherwise block until a writer came.
+TEST(SwapFileTest, AFifoInPlaceOfASwapFileIsRefusedWithoutBlocking) {
+  TempDir dir;
+  const std::string fifo = dir.path() + "/slot-0.swp";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const DirectMode mode : {DirectMode::automatic, DirectMode::off}) {
+    try {
+      (void)SwapFile::open(fifo, mode);
+      ADD_FAILURE() << "a FIFO was opened as a swap file";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("'" + fifo + "' is not a regular file (a FIFO)"));
+    }
+    try {
+      (void)SwapFile::create(fifo, 4096, mode);
+      ADD_FAILURE() << "a FIFO was created over as a swap file";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("is not a regular file (a FIFO)"));
+    }
+  }
+  // A directory too.
+  EXPECT_THROW((void)SwapFile::open(dir.path(), DirectMode::off), Error);
+}
+
 }  // namespace
 }  // namespace swapcoord
