@@ -492,6 +492,35 @@ TEST_F(SessionTest, ANewSessionOverACommittedCatalogIsRefusedUnlessOverwrite) {
   fresh.remove_files();
 }
 
+TEST_F(SessionTest, SwitchingFromOneSlotToTwoOnResumeKeepsTheCommittedCopy) {
+  ASSERT_FALSE(dir.path().empty());
+  SessionOptions o = options_in(dir.path());
+  o.slots = 1;
+  {
+    SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+    Memory m(s);
+    for (int epoch = 0; epoch < 2; ++epoch) {  // two commits, both in slot 0 (in place)
+      m.fill(10 + epoch);
+      s.swap_out(m.ids, m.views);
+      s.commit();
+    }
+  }
+  o.slots = 2;  // epoch 2 would be "slot 0" by epoch parity: the per-piece rule writes slot 1
+  {
+    SwapSession s = SwapSession::resume(MPI_COMM_WORLD, awkward_tensors(), o);
+    EXPECT_FALSE(s.repartitioned());
+    Memory m(s);
+    m.fill(12);
+    s.swap_out(m.ids, m.views);
+  }  // a crash before the commit
+  SwapSession r = SwapSession::resume(MPI_COMM_WORLD, awkward_tensors(), o);
+  Memory m(r);
+  r.swap_in(m.ids, m.views);
+  EXPECT_EQ(m.wrong(11), 0u) << "the committed epoch 1 was overwritten";
+  EXPECT_EQ(r.verify().mismatches, 0u);
+  r.remove_files();
+}
+
 TEST_F(SessionTest, RanksOfOneNodeWithDifferentRootsAreAnError) {
   ASSERT_FALSE(dir.path().empty());
   if (world_size() < 2) GTEST_SKIP() << "needs two ranks on one node";
