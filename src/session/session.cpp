@@ -941,6 +941,20 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
   SessionOptions& o = s->options;
   collectively(comm, s->who, [&] {
     o.validate();
+    // What the catalog holds in fixed-size strings is checked now, not at the first commit.
+    for (std::size_t i = 0; i < s->tensors.size(); ++i)
+      if (s->tensors[i].name.size() >= kCatalogNameBytes)
+        throw ConfigError(fmt::format("tensor {} ('{}...'): its name has {} bytes; the catalog holds names of up "
+                                      "to {} bytes", i, s->tensors[i].name.substr(0, 40), s->tensors[i].name.size(),
+                                      kCatalogNameBytes - 1));
+    if (o.job.size() > kCatalogNameBytes - 64)
+      throw ConfigError(fmt::format("swap.job: '{}...' has {} bytes; at most {} (file paths in the catalog hold up "
+                                    "to {} bytes)", o.job.substr(0, 40), o.job.size(), kCatalogNameBytes - 64,
+                                    kCatalogNameBytes - 1));
+    for (const auto& root : o.roots)
+      if (absolute_path(root).size() > 1023)
+        throw ConfigError(fmt::format("swap.roots: '{}...' has {} bytes as an absolute path; the catalog holds root "
+                                      "paths of up to 1023 bytes", root.substr(0, 60), absolute_path(root).size()));
     if (o.create_roots)
       for (const auto& root : o.roots) {
         std::error_code ec;

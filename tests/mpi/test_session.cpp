@@ -521,6 +521,16 @@ TEST_F(SessionTest, SwitchingFromOneSlotToTwoOnResumeKeepsTheCommittedCopy) {
   r.remove_files();
 }
 
+TEST_F(SessionTest, NamesTooLongForTheCatalogAreRefusedAtCreate) {
+  ASSERT_FALSE(dir.path().empty());
+  auto tensors = awkward_tensors();
+  tensors[3].name = std::string(300, 'n');
+  const std::string message = expect_throw_on_all_ranks<ConfigError>(
+      [&] { (void)SwapSession::create(MPI_COMM_WORLD, tensors, options_in(dir.path())); });
+  EXPECT_NE(message.find("tensor 3 ('nnnn"), std::string::npos) << message;
+  EXPECT_NE(message.find("300 bytes"), std::string::npos) << message;
+}
+
 TEST_F(SessionTest, RanksOfOneNodeWithDifferentRootsAreAnError) {
   ASSERT_FALSE(dir.path().empty());
   if (world_size() < 2) GTEST_SKIP() << "needs two ranks on one node";
