@@ -18,6 +18,7 @@
 #include <optional>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "cli_util.hpp"
 #include "commands.hpp"
@@ -193,6 +194,12 @@ int Job::run() {
   if (const auto [bad, message] = first_message(world, problem); bad >= 0) {
     if (config_error) throw ConfigError(message);
     throw PhaseError(message, bad);
+  }
+  {  // the whole effective configuration (less the node-local roots) is the same on every rank
+    auto mine = _config.to_json();
+    mine["swap"].erase("roots");
+    mine["flags"] = {{"resume", _cli.resume}, {"verify_checksums", _cli.verify_checksums}, {"cleanup", _cli.cleanup}};
+    check_config_agreement(world, mine, "configuration");
   }
   SessionOptions options = _config.session;
   options.verify = false;  // run checks every value itself (a stronger check than checksums)

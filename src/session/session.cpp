@@ -817,6 +817,31 @@ void check_catalog_dir(const Topology& topo, const std::string& dir, bool defaul
         defaulted ? " (the default, rank 0's first root, is node-local)" : ""));
 }
 
+// The first key path where `a` and `b` differ ("" when they are equal), with both values.
+bool first_difference(const nlohmann::json& a, const nlohmann::json& b, const std::string& path, std::string& key,
+                      std::string& va, std::string& vb) {
+  if (a.is_object() && b.is_object()) {
+    for (const auto& [name, value] : a.items()) {
+      const std::string sub = path.empty() ? name : path + "." + name;
+      const auto other = b.find(name);
+      if (other == b.end()) {
+        key = sub, va = value.dump(), vb = "(none)";
+        return true;
+      }
+      if (first_difference(value, *other, sub, key, va, vb)) return true;
+    }
+    for (const auto& [name, value] : b.items())
+      if (!a.contains(name)) {
+        key = path.empty() ? name : path + "." + name, va = "(none)", vb = value.dump();
+        return true;
+      }
+    return false;
+  }
+  if (a == b) return false;
+  key = path, va = a.dump(), vb = b.dump();
+  return true;
+}
+
 // A new session over a committed catalog: refused (the catalog's data would be
 // overwritten before the first commit), unless options.overwrite, which removes the old
 // catalog first so that a crash before the first commit leaves no catalog that describes
@@ -855,6 +880,22 @@ void refuse_or_replace_catalog(const SwapSession::Impl& s) {
 }
 
 }  // namespace
+
+void check_config_agreement(MPI_Comm comm, const nlohmann::json& config, std::string_view what) {
+  const std::string mine = config.dump();
+  const std::string first = broadcast_string(comm, mine);
+  std::string problem;
+  if (first != mine) {
+    int rank = 0;
+    mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
+    std::string key, theirs, ours;
+    first_difference(nlohmann::json::parse(first), config, "", key, theirs, ours);
+    problem = fmt::format("ranks disagree on the {}: rank {} has {} = {}, rank 0 has {} (every rank must be given "
+                          "the same configuration)", what, rank, key.empty() ? "(the whole)" : key, ours, theirs);
+  }
+  const auto [bad, message] = first_message(comm, problem);
+  if (bad >= 0) throw ConfigError(message);
+}
 
 SwapSession::SwapSession(std::unique_ptr<Impl> impl) noexcept : _impl(std::move(impl)) {}
 SwapSession::SwapSession(SwapSession&&) noexcept = default;
@@ -962,6 +1003,14 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
         if (ec) throw SystemError(fmt::format("swap.roots: cannot create the swap root '{}'", root), ec.value());
       }
   });
+  {  // every rank must be given the same options (the roots may differ between nodes) and call
+     // the same function: a difference would give an unusable catalog or a hang
+    nlohmann::json mine = o.to_json();
+    mine["swap"].erase("roots");
+    mine["call"] = resume ? "resume" : "create";
+    mine["tensors"] = {{"count", s->tensors.size()}};
+    check_config_agreement(comm, mine, "session options");
+  }
   s->timeout = std::chrono::milliseconds(static_cast<long long>(o.phase_timeout_s * 1000));
   s->watchdog.emplace(s->who, o.on_stall);
   Watchdog::Scope guard(*s->watchdog, "start-up (topology, roots, plan agreement, catalog)", s->timeout);

@@ -531,6 +531,25 @@ TEST_F(SessionTest, NamesTooLongForTheCatalogAreRefusedAtCreate) {
   EXPECT_NE(message.find("300 bytes"), std::string::npos) << message;
 }
 
+TEST_F(SessionTest, RanksThatDisagreeStopAtCreateNamingTheKey) {
+  ASSERT_FALSE(dir.path().empty());
+  if (world_size() < 2) GTEST_SKIP() << "needs two ranks";
+  SessionOptions o = options_in(dir.path());
+  if (world_rank() == 1) o.slots = 1;
+  std::string message =
+      expect_throw_on_all_ranks<ConfigError>([&] { (void)SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o); });
+  EXPECT_NE(message.find("rank 1 has swap.slots = 1, rank 0 has 2"), std::string::npos) << message;
+  // One rank calling resume while the others call create.
+  o.slots = 2;
+  message = expect_throw_on_all_ranks<ConfigError>([&] {
+    if (world_rank() == 1)
+      (void)SwapSession::resume(MPI_COMM_WORLD, awkward_tensors(), o);
+    else
+      (void)SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+  });
+  EXPECT_NE(message.find("rank 1 has call = \"resume\", rank 0 has \"create\""), std::string::npos) << message;
+}
+
 TEST_F(SessionTest, RanksOfOneNodeWithDifferentRootsAreAnError) {
   ASSERT_FALSE(dir.path().empty());
   if (world_size() < 2) GTEST_SKIP() << "needs two ranks on one node";

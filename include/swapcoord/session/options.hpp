@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include <mpi.h>
+
 #include <nlohmann/json_fwd.hpp>
 
 #include "swapcoord/common/dtype.hpp"
@@ -84,6 +86,14 @@ struct DeepSpeedInfo {
 // `log_ignored`: log the ignored keys (an MPI job passes true on one rank only).
 DeepSpeedInfo apply_config(SessionOptions& options, const nlohmann::json& doc, const std::string& source,
                            const std::vector<std::string>& extra_sections = {}, bool log_ignored = true);
+
+// Collective over `comm`: every rank passes its view of a configuration; a ConfigError on
+// every rank when they differ, naming the first rank that differs from rank 0 and the
+// first key (a dotted path) where they differ, with both values:
+//   "ranks disagree on the configuration: rank 3 has swap.slots = 1, rank 0 has 2"
+// `what` names the configuration in the message. SwapSession calls it with its options
+// (less the roots, which may differ between nodes) at create and resume.
+void check_config_agreement(MPI_Comm comm, const nlohmann::json& config, std::string_view what);
 
 // Reads a JSON file (ConfigError naming the path when it cannot be read or parsed).
 nlohmann::json read_config_file(const std::string& path);
