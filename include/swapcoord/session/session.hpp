@@ -113,7 +113,7 @@ class [[nodiscard]] SwapHandle {
 // memory. fill(id, offset, out): write out.size() bytes of the piece of tensor `id`
 // starting `offset` bytes into it (bytes past the piece's data are padding: write zeros).
 // drain(id, offset, in): consume them. Called on the session's I/O thread, in order of
-// offsets within a piece.
+// offsets within a piece; a callback must not call the session (it would wait for itself).
 using PieceFill = FunctionRef<void(std::uint32_t, std::uint64_t, std::span<std::byte>)>;
 using PieceDrain = FunctionRef<void(std::uint32_t, std::uint64_t, std::span<const std::byte>)>;
 
