@@ -23,12 +23,6 @@ std::string format_size(std::uint64_t bytes) {
   return fmt::format("{} {}", bytes, units[unit]);
 }
 
-std::string host_name() {
-  char buffer[256] = {};
-  if (::gethostname(buffer, sizeof buffer - 1) != 0) return "unknown";
-  return buffer;
-}
-
 std::string join(const std::vector<std::string>& items, std::string_view separator) {
   std::string out;
   for (const auto& item : items) {

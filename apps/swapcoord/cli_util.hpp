@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "swapcoord/common/host.hpp"
 #include "swapcoord/session/options.hpp"
 
 namespace swapcoord::app {
@@ -17,7 +18,7 @@ using swapcoord::parse_size;
 // Each item through parse_size.
 std::vector<std::uint64_t> parse_sizes(const std::vector<std::string>& items, std::string_view what);
 std::string format_size(std::uint64_t bytes);  // "1 GiB", "4 KiB", "4097 B"
-std::string host_name();
+using swapcoord::host_name;  // swapcoord/common/host.hpp
 std::string join(const std::vector<std::string>& items, std::string_view separator);
 
 // Exit codes of every subcommand.

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "swapcoord/catalog/catalog.hpp"
+#include "swapcoord/common/host.hpp"
 #include "swapcoord/coord/mpi.hpp"
 #include "swapcoord/coord/topology.hpp"
 
@@ -200,12 +201,6 @@ void broadcast_bytes(MPI_Comm comm, std::vector<char>& bytes, int root) {
   }
 }
 
-std::string local_host() {
-  char buffer[256] = {};
-  if (::gethostname(buffer, sizeof buffer - 1) != 0) return {};
-  return buffer;
-}
-
 }  // namespace
 
 Catalog broadcast_catalog(MPI_Comm comm, const Catalog& catalog, int root) {
@@ -246,7 +241,7 @@ CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog) {
   // ranks have it and this rank's index among them (memory and traffic O(files)).
   std::map<std::int32_t, const std::string*> host_of;
   for (const auto& r : catalog.ranks) host_of[r.rank] = &r.host;
-  const std::string host = local_host();
+  const std::string host = host_name();
   std::vector<unsigned char> mine(files, 0), best(files, 0);
   for (std::size_t i = 0; i < files; ++i) {
     struct stat st {};

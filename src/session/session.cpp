@@ -34,6 +34,7 @@
 #include <xxhash.h>
 
 #include "swapcoord/buffer/pinned_allocation.hpp"
+#include "swapcoord/common/host.hpp"
 #include "swapcoord/common/log.hpp"
 #include "swapcoord/coord/mpi.hpp"
 #include "swapcoord/coord/watchdog.hpp"
@@ -186,12 +187,6 @@ class Worker {
   bool _stop = false;
   std::thread _thread;
 };
-
-std::string host_name() {
-  char buffer[256] = {};
-  if (::gethostname(buffer, sizeof buffer - 1) != 0) return "unknown";
-  return buffer;
-}
 
 std::string absolute_path(const std::string& path) {
   return std::filesystem::absolute(path).lexically_normal().string();

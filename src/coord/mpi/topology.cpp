@@ -14,6 +14,8 @@
 #include <fmt/format.h>
 #include <xxhash.h>
 
+#include "swapcoord/common/host.hpp"
+
 namespace swapcoord {
 namespace {
 
@@ -40,12 +42,6 @@ std::vector<int> allgather_int(MPI_Comm comm, int mine) {
   std::vector<int> out(static_cast<std::size_t>(size));
   mpi_check(MPI_Allgather(&mine, 1, MPI_INT, out.data(), 1, MPI_INT, comm), "MPI_Allgather (int)");
   return out;
-}
-
-std::string host_name() {
-  char buffer[kNameBytes] = {};
-  if (::gethostname(buffer, sizeof buffer - 1) != 0) return "unknown";
-  return buffer;
 }
 
 // Problem with one root, or "".
