@@ -20,18 +20,26 @@
 namespace swapcoord {
 namespace {
 
-// A flat byte image of a Catalog (native layout: every rank runs the same binary).
+// A flat byte image of a Catalog (native layout: every rank runs the same binary). The
+// fields are listed once (fields()); Writer and Reader walk them in the same order.
 class Writer {
  public:
   template <class T>
-  void put(const T& value) {
+  void operator()(T& value) {
     static_assert(std::is_trivially_copyable_v<T>);
     const auto* p = reinterpret_cast<const char*>(&value);
     _bytes.insert(_bytes.end(), p, p + sizeof value);
   }
-  void put(const std::string& text) {
-    put<std::uint64_t>(text.size());
+  void operator()(std::string& text) {
+    std::uint64_t size = text.size();
+    (*this)(size);
     _bytes.insert(_bytes.end(), text.begin(), text.end());
+  }
+  template <class T>
+  void operator()(std::vector<T>& items, void (*each)(Writer&, T&)) {
+    std::uint64_t size = items.size();
+    (*this)(size);
+    for (auto& item : items) each(*this, item);
   }
   std::vector<char>& bytes() { return _bytes; }
 
@@ -43,23 +51,26 @@ class Reader {
  public:
   explicit Reader(const std::vector<char>& bytes) : _bytes(bytes) {}
   template <class T>
-  void get(T& value) {
+  void operator()(T& value) {
     static_assert(std::is_trivially_copyable_v<T>);
     need(sizeof value);
     std::memcpy(&value, _bytes.data() + _at, sizeof value);
     _at += sizeof value;
   }
-  void get(std::string& text) {
+  void operator()(std::string& text) {
     std::uint64_t size = 0;
-    get(size);
+    (*this)(size);
     need(size);
     text.assign(_bytes.data() + _at, size);
     _at += size;
   }
-  std::uint64_t count() {
-    std::uint64_t n = 0;
-    get(n);
-    return n;
+  template <class T>
+  void operator()(std::vector<T>& items, void (*each)(Reader&, T&)) {
+    std::uint64_t size = 0;
+    (*this)(size);
+    need(size);  // every item takes at least one byte: a bad count cannot allocate much
+    items.resize(size);
+    for (auto& item : items) each(*this, item);
   }
 
  private:
@@ -70,123 +81,19 @@ class Reader {
   std::size_t _at = 0;
 };
 
-void serialize(const Catalog& c, Writer& w) {
-  w.put(c.job);
-  w.put(c.epoch);
-  w.put(c.slot);
-  w.put(c.slots);
-  w.put(c.world_size);
-  w.put(c.node_count);
-  w.put(c.layout);
-  w.put(c.policy);
-  w.put(c.alignment);
-  w.put(c.plan_fingerprint);
-  w.put(c.config_json);
-  w.put(c.created);
-  w.put(c.generation);
-  w.put<std::uint64_t>(c.tensors.size());
-  for (const auto& r : c.tensors) {
-    w.put(r.id);
-    w.put(r.name);
-    w.put(r.dtype);
-    w.put(r.numel);
-    w.put(r.element_offset);
-    w.put(r.shard);
-    w.put(r.shard_count);
-    w.put(r.owner);
-    w.put(r.node);
-    w.put(r.root);
-    w.put(r.file);
-    w.put(r.offset);
-    w.put(r.bytes);
-    w.put(r.aligned_bytes);
-    w.put(r.checksum);
-    w.put(r.epoch);
-  }
-  w.put<std::uint64_t>(c.files.size());
-  for (const auto& f : c.files) {
-    w.put(f.path);
-    w.put(f.owner);
-    w.put(f.root);
-    w.put(f.size);
-  }
-  w.put<std::uint64_t>(c.roots.size());
-  for (const auto& r : c.roots) {
-    w.put(r.node);
-    w.put(r.index);
-    w.put(r.path);
-  }
-  w.put<std::uint64_t>(c.ranks.size());
-  for (const auto& r : c.ranks) {
-    w.put(r.rank);
-    w.put(r.node);
-    w.put(r.local_rank);
-    w.put(r.host);
-    w.put(r.bytes);
-    w.put(r.swap_out_s);
-    w.put(r.swap_in_s);
-  }
-}
-
-Catalog deserialize(const std::vector<char>& bytes) {
-  Reader in(bytes);
-  Catalog c;
-  in.get(c.job);
-  in.get(c.epoch);
-  in.get(c.slot);
-  in.get(c.slots);
-  in.get(c.world_size);
-  in.get(c.node_count);
-  in.get(c.layout);
-  in.get(c.policy);
-  in.get(c.alignment);
-  in.get(c.plan_fingerprint);
-  in.get(c.config_json);
-  in.get(c.created);
-  in.get(c.generation);
-  c.tensors.resize(in.count());
-  for (auto& r : c.tensors) {
-    in.get(r.id);
-    in.get(r.name);
-    in.get(r.dtype);
-    in.get(r.numel);
-    in.get(r.element_offset);
-    in.get(r.shard);
-    in.get(r.shard_count);
-    in.get(r.owner);
-    in.get(r.node);
-    in.get(r.root);
-    in.get(r.file);
-    in.get(r.offset);
-    in.get(r.bytes);
-    in.get(r.aligned_bytes);
-    in.get(r.checksum);
-    in.get(r.epoch);
-  }
-  c.files.resize(in.count());
-  for (auto& f : c.files) {
-    in.get(f.path);
-    in.get(f.owner);
-    in.get(f.root);
-    in.get(f.size);
-  }
-  c.roots.resize(in.count());
-  for (auto& r : c.roots) {
-    in.get(r.node);
-    in.get(r.index);
-    in.get(r.path);
-  }
-  c.ranks.resize(in.count());
-  for (auto& r : c.ranks) {
-    in.get(r.rank);
-    in.get(r.node);
-    in.get(r.local_rank);
-    in.get(r.host);
-    in.get(r.bytes);
-    in.get(r.swap_out_s);
-    in.get(r.swap_in_s);
-  }
-  return c;
+template <class IO>
+void fields(IO& io, Catalog& c) {
+  io(c.job), io(c.epoch), io(c.slot), io(c.slots), io(c.world_size), io(c.node_count), io(c.layout), io(c.policy);
+  io(c.alignment), io(c.plan_fingerprint), io(c.config_json), io(c.created), io(c.generation);
+  io(c.tensors, +[](IO& x, CatalogRow& r) {
+    x(r.id), x(r.name), x(r.dtype), x(r.numel), x(r.element_offset), x(r.shard), x(r.shard_count), x(r.owner);
+    x(r.node), x(r.root), x(r.file), x(r.offset), x(r.bytes), x(r.aligned_bytes), x(r.checksum), x(r.epoch);
+  });
+  io(c.files, +[](IO& x, CatalogFile& f) { x(f.path), x(f.owner), x(f.root), x(f.size); });
+  io(c.roots, +[](IO& x, CatalogRoot& r) { x(r.node), x(r.index), x(r.path); });
+  io(c.ranks, +[](IO& x, CatalogRank& r) {
+    x(r.rank), x(r.node), x(r.local_rank), x(r.host), x(r.bytes), x(r.swap_out_s), x(r.swap_in_s);
+  });
 }
 
 // Broadcasts a byte vector of any size (in pieces of at most 1 GiB).
@@ -207,10 +114,13 @@ Catalog broadcast_catalog(MPI_Comm comm, const Catalog& catalog, int root) {
   int rank = 0;
   mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
   Writer w;
-  if (rank == root) serialize(catalog, w);
+  if (rank == root) fields(w, const_cast<Catalog&>(catalog));  // Writer only reads
   broadcast_bytes(comm, w.bytes(), root);
   if (rank == root) return catalog;
-  return deserialize(w.bytes());
+  Catalog out;
+  Reader in(w.bytes());
+  fields(in, out);
+  return out;
 }
 
 Catalog load_catalog_collective(MPI_Comm comm, const std::string& path, int root) {

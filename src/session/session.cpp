@@ -442,14 +442,10 @@ SwapFigures SwapSession::Impl::do_swap_out(std::vector<std::uint32_t> ids,
   }
   for (int s = 0; s < 2; ++s)
     if (need[static_cast<std::size_t>(s)]) ensure_files(s);
-  std::vector<int> slot_of;  // per location
-  slot_of.reserve(ids.size());
   for (const auto id : ids) {
     const std::size_t li = local_index(id);
-    const int slot = target_slot(states[li]);
-    locations.push_back(location(li, slot));
+    locations.push_back(location(li, target_slot(states[li])));
     order.push_back(static_cast<std::uint32_t>(li));
-    slot_of.push_back(slot);
     prefetched[li] = kNotPrefetched;
   }
   digests.assign(ids.size(), 0);
@@ -472,11 +468,12 @@ SwapFigures SwapSession::Impl::do_swap_out(std::vector<std::uint32_t> ids,
   SwapFigures f;
   for (std::size_t i = 0; i < order.size(); ++i) {
     PieceState& s = states[order[i]];
+    const int slot = target_slot(s);  // as above: each piece is named once per call
     s.kind = PieceState::Kind::pending;
-    s.pending_slot = static_cast<std::int8_t>(slot_of[i]);
+    s.pending_slot = static_cast<std::int8_t>(slot);
     s.pending_checksum = digests[i];
     s.pending_version = committed_epoch + 1;
-    dirty[static_cast<std::size_t>(slot_of[i])][mine[order[i]].file - first_file] = 1;
+    dirty[static_cast<std::size_t>(slot)][mine[order[i]].file - first_file] = 1;
     f.bytes += locations[i].bytes;
   }
   f.pieces = order.size();
