@@ -1,7 +1,7 @@
 // Catalog write and load time for a large catalog: `mpirun -np N bench_catalog [--rows R]
 // [--dir D] [--repeat K]`. Every rank contributes R / N rows (sharded-style pieces of 1,000
-// tensors spread over one slab file per rank), commits them with one collective
-// parallel-HDF5 write (commit_catalog), then rank 0 loads and checks the whole catalog
+// tensors spread over one slab file per rank), commits them (commit_catalog: the rows
+// gathered on rank 0, which writes the file), then rank 0 loads and checks the whole catalog
 // (load_catalog). Prints the median of K repetitions of each.
 #include <mpi.h>
 
@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
     const auto bytes = std::filesystem::file_size(dir + "/catalog.h5");
     std::printf("# bench_catalog: %llu rows from %d ranks, catalog %.1f MB, %d repetitions (median)\n",
                 static_cast<unsigned long long>(rows), size, static_cast<double>(bytes) / 1e6, repeat);
-    std::printf("commit (collective write + fsync + rename): %.3f s\n", median(writes));
+    std::printf("commit (gather to rank 0 + write + fsync + rename): %.3f s\n", median(writes));
     std::printf("load (read + checks, rank 0):                %.3f s\n", median(loads));
     std::filesystem::remove_all(dir);
   }

@@ -15,7 +15,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -28,6 +27,7 @@
 #include "swapcoord/common/mix.hpp"
 #include "swapcoord/config.hpp"
 #include "swapcoord/io/io_engine.hpp"
+#include "swapcoord/io/private_fs.hpp"
 #include "swapcoord/io/swap_file.hpp"
 
 namespace swapcoord::app {
@@ -94,9 +94,9 @@ void add_bench_command(CLI::App& app, BenchOptions& o) {
   cmd->add_option("--block-size", o.block_sizes, "Bytes per kernel request (list)")
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--queue-depth", o.queue_depths, "Requests in flight per thread (list)")
-      ->delimiter(',')->capture_default_str();
+      ->delimiter(',')->transform(decimal_integer(false))->capture_default_str();
   cmd->add_option("--threads", o.threads, "I/O threads, aio intra_op_parallelism (list)")
-      ->delimiter(',')->capture_default_str();
+      ->delimiter(',')->transform(decimal_integer(false))->capture_default_str();
   cmd->add_option("--direct", o.direct, "O_DIRECT: auto|on|off")->capture_default_str();
   cmd->add_flag("--single-submit", o.single_submit, "One request per submit call");
   cmd->add_flag("--no-overlap-events", o.no_overlap_events,
@@ -249,9 +249,11 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
                              {"iterations", o.iterations}, {"single_submit", o.single_submit},
                              {"overlap_events", !o.no_overlap_events},
                              {"results", results}, {"wrong_bytes", total_wrong}};
-    std::ofstream out(o.json);
-    out << doc.dump(2) << "\n";
-    if (!out) throw Error(fmt::format("--json: cannot write '{}'", o.json));
+    try {
+      write_private_file(o.json, doc.dump(2) + "\n");
+    } catch (const Error& e) {
+      throw Error(fmt::format("--json: {}", e.what()));
+    }
   }
   return total_wrong == 0 ? kExitOk : kExitWrongData;
 }

@@ -14,6 +14,7 @@
 #include "cli_util.hpp"
 #include "commands.hpp"
 #include "swapcoord/catalog/catalog.hpp"
+#include "swapcoord/catalog/catalog_paths.hpp"
 #include "swapcoord/config.hpp"
 #include "swapcoord/coord/mpi.hpp"
 #include "swapcoord/coord/topology.hpp"
@@ -23,6 +24,7 @@ namespace swapcoord::app {
 
 struct CatalogCli {
   std::string catalog;
+  std::vector<std::string> roots;
   std::string backend = "libaio";
   std::string direct = "auto";
   std::string buffer_size = "16M";
@@ -44,6 +46,10 @@ std::shared_ptr<CatalogCli> add_verify_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("verify", "Read every piece a catalog lists and compare its checksum "
                                            "(in parallel over the ranks it is launched with)");
   cmd->add_option("catalog", cli->catalog, "The catalog file (<root>/<job>/catalog.h5)")->required();
+  cmd->add_option("--roots", cli->roots,
+                  "The job's swap roots (comma-separated); the catalog's files must lie in them. Default: the "
+                  "catalog's own roots, when each is a directory of this user that others cannot write")
+      ->delimiter(',');
   cmd->add_option("--backend", cli->backend, "I/O backend")->capture_default_str();
   cmd->add_option("--direct", cli->direct, "O_DIRECT: auto|on|off")->capture_default_str();
   cmd->add_option("--buffer-size", cli->buffer_size, "Bytes read per request")->capture_default_str();
@@ -89,10 +95,21 @@ int run_verify(const CatalogCli& cli, const std::vector<std::string>& argv) {
     if (rank == 0) std::fprintf(stderr, "rank 0@%s: %s\n", host_name().c_str(), e.what());
     return kExitError;
   }
+  std::vector<std::string> roots;  // where this rank may read: an edited catalog cannot point elsewhere
+  try {
+    roots = readable_catalog_roots(catalog, cli.roots);
+  } catch (const std::exception& e) {
+    problem = e.what();
+  }
+  if (const auto [bad_root, root_message] = first_message(world, problem); bad_root >= 0) {
+    if (rank == 0) std::fprintf(stderr, "rank %d: %s\n", bad_root, root_message.c_str());
+    return kExitError;
+  }
   const auto start = std::chrono::steady_clock::now();
   // Swap roots are node-local: each row is read by a rank on the node that holds it.
-  const CatalogAssignment assigned = assign_catalog_rows(world, catalog);
-  CatalogCheck check = verify_catalog_rows(catalog, *engine, buffer_bytes, assigned.rows, parse_direct_mode(cli.direct));
+  const CatalogAssignment assigned = assign_catalog_rows(world, catalog, roots);
+  CatalogCheck check =
+      verify_catalog_rows(catalog, *engine, buffer_bytes, assigned.rows, parse_direct_mode(cli.direct), roots);
   check.pieces += assigned.unreachable.pieces;
   check.mismatches += assigned.unreachable.mismatches;
   check.notes.insert(check.notes.begin(), assigned.unreachable.notes.begin(), assigned.unreachable.notes.end());

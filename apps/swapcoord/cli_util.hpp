@@ -9,7 +9,17 @@
 #include "swapcoord/common/host.hpp"
 #include "swapcoord/session/options.hpp"
 
+namespace CLI {
+class Validator;
+}
+
 namespace swapcoord::app {
+
+// For integer options (`->transform(decimal_integer(false))`): the value must be written
+// in decimal ("010" is ten), and without `allow_negative` carry no sign. CLI11 alone reads
+// "010" as octal and "0x10" as hex, and wraps "-1" of an unsigned option to 2^64-1 (so that
+// "--threads -18446744073709551615" was 1).
+const CLI::Validator& decimal_integer(bool allow_negative);
 
 // "4096", "4k", "1M", "1MiB", "2G" (binary multiples); throws ConfigError naming `what`.
 // The library's parser (swapcoord/session/options.hpp), so that bench, run and the config

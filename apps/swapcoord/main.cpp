@@ -37,6 +37,13 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // `swapcoord frobnicate`: CLI11 would say only "A subcommand is required".
+    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr && app.get_subcommands().empty() &&
+        !app.remaining().empty()) {
+      std::fprintf(stderr, "unknown subcommand '%s' (known: run, verify, inspect, bench)\n",
+                   app.remaining().front().c_str());
+      return app::kExitError;
+    }
     const int rc = app.exit(e);
     return rc == 0 ? app::kExitOk : app::kExitError;
   }

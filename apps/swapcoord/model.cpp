@@ -1,7 +1,9 @@
 #include "model.hpp"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -122,6 +124,10 @@ std::vector<TensorSpec> preset_tensors(std::string_view name, double scale, Swap
 
 std::vector<TensorSpec> load_tensor_list(const std::string& path, SwapWhat what,
                                          std::optional<DType> param_dtype) {
+  std::error_code ec;  // a directory would read as an I/O error, a FIFO would block the open
+  if (std::filesystem::is_directory(path, ec)) throw ConfigError(fmt::format("run.tensors: '{}' is a directory", path));
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    throw ConfigError(fmt::format("run.tensors: '{}' is not a regular file", path));
   std::ifstream in(path);
   if (!in) throw ConfigError(fmt::format("run.tensors: cannot open '{}'", path));
   nlohmann::json doc;
@@ -139,6 +145,7 @@ std::vector<TensorSpec> load_tensor_list(const std::string& path, SwapWhat what,
   if (!list->is_array() || list->empty())
     throw ConfigError(fmt::format("run.tensors: '{}' has no tensor list", path));
   std::vector<TensorSpec> params;
+  std::map<std::string, std::size_t> entry_of_name;
   for (std::size_t i = 0; i < list->size(); ++i) {
     const auto& t = (*list)[i];
     const auto where = fmt::format("run.tensors: '{}' entry {}", path, i);
@@ -152,13 +159,23 @@ std::vector<TensorSpec> load_tensor_list(const std::string& path, SwapWhat what,
       throw ConfigError(where + ": 'shape' must be a list of non-negative integers");
     TensorSpec spec;
     spec.name = t["name"].get<std::string>();
+    if (const auto [at, added] = entry_of_name.emplace(spec.name, i); !added)
+      throw ConfigError(fmt::format("{}: the name '{}' is taken by entry {}", where, spec.name, at->second));
     for (const auto& d : t["shape"]) {
       if (!d.is_number_unsigned())
         throw ConfigError(where + ": 'shape' must be a list of non-negative integers");
       spec.shape.push_back(d.get<std::uint64_t>());
     }
-    spec.dtype = t.contains("dtype") ? parse_dtype(t["dtype"].is_string() ? t["dtype"].get<std::string>() : std::string("?"))
-                                     : param_dtype.value_or(DType::f32);
+    spec.dtype = param_dtype.value_or(DType::f32);
+    if (t.contains("dtype")) {
+      if (!t["dtype"].is_string())
+        throw ConfigError(fmt::format("{}: 'dtype' {} is not a string such as \"f32\"", where, t["dtype"].dump()));
+      try {
+        spec.dtype = parse_dtype(t["dtype"].get<std::string>());
+      } catch (const ConfigError& e) {
+        throw ConfigError(fmt::format("{}: {}", where, e.what()));
+      }
+    }
     params.push_back(std::move(spec));
   }
   return with_state(std::move(params), what);

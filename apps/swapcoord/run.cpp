@@ -73,6 +73,8 @@ void Job::phase(int step, const char* name, int epoch, const std::function<void(
   const auto start = Clock::now();
   try {
     work(report);
+  } catch (const PhaseTimeout&) {  // names the missing ranks; the job ends (main)
+    throw;
   } catch (const PhaseError& e) {  // from a collective call: already names the rank
     report.failed = true;
     report.message = fmt::format("{} (phase {}, epoch {})", e.what(), name, epoch);
@@ -98,7 +100,7 @@ void Job::swap_out(int epoch, PhaseReport& report) {
 void Job::swap_in(int epoch, PhaseReport& report) {
   struct Wrong {
     std::uint32_t id;
-    std::uint64_t first, count, offset;
+    std::uint64_t first, count;
   };
   std::vector<Wrong> wrong;
   const auto figures = _session->swap_in_stream(_ids, [&](std::uint32_t id, std::uint64_t offset, std::span<const std::byte> in) {
@@ -106,13 +108,15 @@ void Job::swap_in(int epoch, PhaseReport& report) {
     std::optional<std::uint64_t> first;
     const auto n = check_piece(piece(id), element_size(id), epoch, offset, in, first);
     report.wrong += n;
-    if (n > 0 && wrong.size() < 3) wrong.push_back({id, *first, n, offset});
+    if (n > 0 && wrong.size() < 3) wrong.push_back({id, *first, n});
   });
   report.bytes = figures.bytes;
   std::vector<std::string> notes;
   for (const auto& w : wrong) {
     std::string where = "the resumed catalog's files";
-    if (const PieceFile f = _session->where(w.id); !f.path.empty()) where = fmt::format("'{}' at {}", f.path, f.offset + w.offset);
+    if (const PieceFile f = _session->where(w.id); !f.path.empty())  // the first wrong element's byte
+      where = fmt::format("'{}' at {}", f.path,
+                          f.offset + (w.first - piece(w.id).element_offset) * element_size(w.id));
     notes.push_back(fmt::format("'{}' element {} ({} wrong in {})", _tensors[w.id].name, w.first, w.count, where));
   }
   if (!notes.empty()) report.message = _who + ": " + join(notes, "; ");

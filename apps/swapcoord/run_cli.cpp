@@ -46,7 +46,9 @@ void add_run_flags(CLI::App* cmd, RunCli& c) {
   flag(cmd->add_option("--swap", c.swap, "What is swapped: params, optimizer, both")
            ->default_str(std::string(to_string(d.swap))),
        [](const RunCli& f, RunConfig& r) { r.swap = parse_swap_what(f.swap); });
-  flag(cmd->add_option("--steps", c.steps, "Training steps")->default_str(std::to_string(d.steps)),
+  flag(cmd->add_option("--steps", c.steps, "Training steps")
+           ->transform(decimal_integer(true))
+           ->default_str(std::to_string(d.steps)),
        [](const RunCli& f, RunConfig& r) { r.steps = f.steps; });
   flag(cmd->add_option("--roots", c.roots, "Swap roots of this node, comma-separated (one per NVMe device)")
            ->default_str(join(s.roots, ",")),
@@ -68,12 +70,15 @@ void add_run_flags(CLI::App* cmd, RunCli& c) {
   flag(cmd->add_option("--layout", c.layout, "slab or file-per-tensor")
            ->default_str(std::string(to_string(s.plan.layout))),
        [](const RunCli& f, RunConfig& r) { r.session.plan.layout = parse_layout(f.layout); });
-  flag(cmd->add_option("--slots", c.slots, "1 (in place) or 2 (A/B)")->default_str(std::to_string(s.slots)),
+  flag(cmd->add_option("--slots", c.slots, "1 (in place) or 2 (A/B)")
+           ->transform(decimal_integer(true))
+           ->default_str(std::to_string(s.slots)),
        [](const RunCli& f, RunConfig& r) { r.session.slots = f.slots; });
   flag(cmd->add_option("--policy", c.policy, "balanced, sharded or round-robin")
            ->default_str(std::string(to_string(s.plan.policy))),
        [](const RunCli& f, RunConfig& r) { r.session.plan.policy = parse_policy(f.policy); });
   flag(cmd->add_option("--buffer-count", c.buffer_count, "Pinned staging buffers per rank")
+           ->transform(decimal_integer(false))
            ->default_str(std::to_string(s.buffer_count)),
        [](const RunCli& f, RunConfig& r) { r.session.buffer_count = f.buffer_count; });
   flag(cmd->add_option("--buffer-size", c.buffer_size, "Bytes per staging buffer (e.g. 16M, 1GiB)")
@@ -96,9 +101,11 @@ void add_run_flags(CLI::App* cmd, RunCli& c) {
          r.session.aio.block_size = static_cast<std::size_t>(parse_size(f.block_size, "--block-size"));
        });
   flag(cmd->add_option("--queue-depth", c.queue_depth, "aio.queue_depth")
+           ->transform(decimal_integer(false))
            ->default_str(std::to_string(s.aio.queue_depth)),
        [](const RunCli& f, RunConfig& r) { r.session.aio.queue_depth = f.queue_depth; });
   flag(cmd->add_option("--threads", c.threads, "aio.intra_op_parallelism")
+           ->transform(decimal_integer(false))
            ->default_str(std::to_string(s.aio.intra_op_parallelism)),
        [](const RunCli& f, RunConfig& r) { r.session.aio.intra_op_parallelism = f.threads; });
   flag(cmd->add_option("--direct", c.direct, "O_DIRECT: auto, on or off")

@@ -2,7 +2,6 @@
 
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 
 #include <fmt/format.h>
 
@@ -10,6 +9,7 @@
 #include "swapcoord/common/log.hpp"
 #include "swapcoord/config.hpp"
 #include "swapcoord/coord/mpi.hpp"
+#include "swapcoord/io/private_fs.hpp"
 
 namespace swapcoord::app {
 
@@ -119,9 +119,11 @@ void RunReport::write_json(const std::string& path) const {
                            {"node_imbalance", plan.node_imbalance()}, {"node_bytes", plan.node_bytes}}},
                  {"ranks", ranks}, {"phases", _phases}, {"wrong", _wrong},
                  {"result", _wrong == 0 ? "ok" : "wrong values"}};
-  std::ofstream out(path);
-  out << doc.dump(2) << "\n";
-  if (!out) log::error(fmt::format("--json: cannot write '{}'", path));
+  try {
+    write_private_file(path, doc.dump(2) + "\n");
+  } catch (const Error& e) {
+    log::error(fmt::format("--json: {}", e.what()));
+  }
 }
 
 }  // namespace swapcoord::app

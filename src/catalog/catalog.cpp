@@ -1,16 +1,21 @@
 #include "swapcoord/catalog/catalog.hpp"
+#include "swapcoord/catalog/catalog_paths.hpp"
 
 #include <fcntl.h>
 #include <hdf5.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <utility>
 
 #include <fmt/format.h>
@@ -19,6 +24,7 @@
 #include "swapcoord/buffer/pinned_allocation.hpp"
 #include "swapcoord/common/align.hpp"
 #include "swapcoord/io/swap_file.hpp"
+#include "swapcoord/io/unique_fd.hpp"
 
 #include "swapcoord/coord/mpi.hpp"
 #include "swapcoord/coord/topology.hpp"
@@ -230,53 +236,105 @@ void write_attribute(hid_t file, const char* name, hid_t type, T value) {
   hdf_check_status(H5Awrite(attr.get(), type, &value), fmt::format("writing attribute '{}'", name));
 }
 
-// Collective: every rank writes its `records` at its exclusive-scan offset of `name`.
+// Writes `records` as the one-dimensional compound dataset `name` (zero rows: an empty
+// dataset), on rank 0 into the in-memory file; the rows' order is the file's.
 template <class Record>
-void write_rows(MPI_Comm comm, hid_t file, const char* name, const std::vector<Member>& members,
-                const std::vector<Record>& records) {
-  const auto mine = static_cast<unsigned long long>(records.size());
-  unsigned long long offset = 0, total = 0;
-  mpi_check(MPI_Exscan(&mine, &offset, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm), "MPI_Exscan (catalog rows)");
-  int rank = 0;
-  MPI_Comm_rank(comm, &rank);
-  if (rank == 0) offset = 0;  // MPI_Exscan leaves rank 0's result undefined
-  mpi_check(MPI_Allreduce(&mine, &total, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm), "MPI_Allreduce (catalog rows)");
-
+void write_table(hid_t file, const char* name, const std::vector<Member>& members, std::span<const Record> records) {
   H5Handle type = compound(sizeof(Record), members);
-  const hsize_t dims[1] = {total};
+  const hsize_t dims[1] = {records.size()};
   H5Handle space = make(H5Screate_simple(1, dims, nullptr), "H5Screate_simple");
   H5Handle dataset = make(H5Dcreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
                           fmt::format("creating dataset '{}'", name));
-  const hsize_t start[1] = {offset}, count[1] = {mine};
-  H5Handle file_space = make(H5Dget_space(dataset.get()), "H5Dget_space");
-  const hsize_t mem_dims[1] = {std::max<hsize_t>(mine, 1)};
-  H5Handle mem_space = make(H5Screate_simple(1, mem_dims, nullptr), "H5Screate_simple");
-  if (mine > 0) {
-    hdf_check_status(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
-                     "H5Sselect_hyperslab");
-  } else {
-    hdf_check_status(H5Sselect_none(file_space.get()), "H5Sselect_none");
-    hdf_check_status(H5Sselect_none(mem_space.get()), "H5Sselect_none");
-  }
-  if (total == 0) return;  // same on every rank: nothing to write, and HDF5 refuses to
-  H5Handle transfer = make(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate(xfer)");
-  hdf_check_status(H5Pset_dxpl_mpio(transfer.get(), H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
-  const Record dummy{};
-  hdf_check_status(H5Dwrite(dataset.get(), type.get(), mem_space.get(), file_space.get(), transfer.get(),
-                            records.empty() ? &dummy : records.data()),
+  if (records.empty()) return;  // HDF5 refuses to write nothing
+  hdf_check_status(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, records.data()),
                    fmt::format("writing dataset '{}'", name));
 }
 
-std::string dtype_text(DType dtype) { return std::string(dtype_name(dtype)); }
+// An allocator that leaves trivial elements uninitialised: rank 0's buffers of every
+// rank's records and of the file image are written in full before they are read, and
+// zeroing hundreds of MB first would cost a pass over them.
+template <class T>
+struct NoInit : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = NoInit<U>;
+  };
+  NoInit() = default;
+  template <class U>
+  NoInit(const NoInit<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+template <class T>
+using Buffer = std::vector<T, NoInit<T>>;
 
-void fsync_path(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDWR) | O_CLOEXEC);
-  if (fd < 0) throw SystemError(fmt::format("catalog: cannot open '{}' to fsync it", path), errno);
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) throw SystemError(fmt::format("catalog: fsync of '{}' failed", path), err);
+// The four tables of a catalog as fixed-size records (the in-file layout). A rank's own
+// records are value-initialised, so that the padding in each record is zero in the file.
+template <template <class> class Vector>
+struct Tables {
+  Vector<TensorRecord> tensors;
+  Vector<FileRecord> files;
+  Vector<RootRecord> roots;
+  Vector<RankRecord> ranks;
+};
+template <class T>
+using Zeroed = std::vector<T>;
+using Records = Tables<Zeroed>;   // one rank's
+using Gathered = Tables<Buffer>;  // every rank's, on rank 0
+
+// An MPI datatype of one record (`bytes` contiguous bytes), so that counts and
+// displacements of MPI_Gatherv count rows, not bytes. Freed on destruction.
+class RecordType {
+ public:
+  explicit RecordType(std::size_t bytes) {
+    mpi_check(MPI_Type_contiguous(static_cast<int>(bytes), MPI_BYTE, &_type), "MPI_Type_contiguous (catalog record)");
+    const int rc = MPI_Type_commit(&_type);
+    if (rc != MPI_SUCCESS) {
+      MPI_Type_free(&_type);
+      mpi_check(rc, "MPI_Type_commit (catalog record)");
+    }
+  }
+  RecordType(const RecordType&) = delete;
+  RecordType& operator=(const RecordType&) = delete;
+  ~RecordType() {
+    if (_type != MPI_DATATYPE_NULL) MPI_Type_free(&_type);
+  }
+  MPI_Datatype get() const { return _type; }
+
+ private:
+  MPI_Datatype _type = MPI_DATATYPE_NULL;
+};
+
+// Collective: every rank's `mine` on rank 0, in rank order (the order of the rows in the
+// file, as the parallel writer's exclusive scan had it); an empty vector elsewhere.
+// `counts` (rank 0 only) are the ranks' row counts, whose sum fits an int.
+template <class Record>
+Buffer<Record> gather_rows(MPI_Comm comm, int rank, const std::vector<Record>& mine, const std::vector<int>& counts,
+                           const char* name) {
+  const RecordType type(sizeof(Record));
+  Buffer<Record> all;
+  std::vector<int> displacements(counts.size(), 0);
+  if (rank == 0) {
+    std::size_t total = 0;
+    for (std::size_t r = 0; r < counts.size(); ++r) {
+      displacements[r] = static_cast<int>(total);
+      total += static_cast<std::size_t>(counts[r]);
+    }
+    all.resize(total);
+  }
+  mpi_check(MPI_Gatherv(mine.data(), static_cast<int>(mine.size()), type.get(), all.data(), counts.data(),
+                        displacements.data(), type.get(), 0, comm),
+            fmt::format("MPI_Gatherv (catalog /{})", name));
+  return all;
 }
+
+std::string dtype_text(DType dtype) { return std::string(dtype_name(dtype)); }
 
 // ---- loading ----------------------------------------------------------------------------
 
@@ -393,7 +451,8 @@ constexpr std::size_t kTrailerBytes = 16;
 std::uint64_t hash_prefix(int fd, std::uint64_t length, const std::string& path) {
   std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> hash(XXH64_createState(), &XXH64_freeState);
   XXH64_reset(hash.get(), 0);
-  std::vector<char> buffer(std::size_t{4} << 20);
+  // At most 4 MiB, and no more than the file: a catalog is usually a few KiB.
+  std::vector<char> buffer(static_cast<std::size_t>(std::min<std::uint64_t>(length, std::uint64_t{4} << 20)));
   for (std::uint64_t done = 0; done < length;) {
     const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), length - done));
     const ssize_t got = ::pread(fd, buffer.data(), want, static_cast<off_t>(done));
@@ -405,22 +464,28 @@ std::uint64_t hash_prefix(int fd, std::uint64_t length, const std::string& path)
   return XXH64_digest(hash.get());
 }
 
+// The trailer for data whose XXH64 is `digest`: the magic, then the digest little-endian.
+std::array<char, kTrailerBytes> trailer_for(std::uint64_t digest) {
+  std::array<char, kTrailerBytes> trailer{};
+  std::memcpy(trailer.data(), kTrailerMagic, sizeof kTrailerMagic);
+  for (int i = 0; i < 8; ++i) trailer[8 + static_cast<std::size_t>(i)] = static_cast<char>((digest >> (8 * i)) & 0xff);
+  return trailer;
+}
+
 // Truncates the file to `length` bytes and appends the trailer for them.
 void write_trailer(const std::string& path, std::uint64_t length) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) throw SystemError(fmt::format("catalog: cannot open '{}' to seal it", path), errno);
   std::string problem;
   int err = 0;
-  char trailer[kTrailerBytes];
-  std::memcpy(trailer, kTrailerMagic, sizeof kTrailerMagic);
+  std::array<char, kTrailerBytes> trailer{};
   try {
-    const std::uint64_t digest = hash_prefix(fd, length, path);
-    for (int i = 0; i < 8; ++i) trailer[8 + i] = static_cast<char>((digest >> (8 * i)) & 0xff);
+    trailer = trailer_for(hash_prefix(fd, length, path));
   } catch (const SystemError& e) {
     problem = e.what();
   }
   if (problem.empty() && (::ftruncate(fd, static_cast<off_t>(length)) != 0 ||
-                          ::pwrite(fd, trailer, kTrailerBytes, static_cast<off_t>(length)) != static_cast<ssize_t>(kTrailerBytes))) {
+                          ::pwrite(fd, trailer.data(), kTrailerBytes, static_cast<off_t>(length)) != static_cast<ssize_t>(kTrailerBytes))) {
     err = errno;
     problem = fmt::format("catalog: cannot write the checksum trailer of '{}'", path);
   }
@@ -450,6 +515,183 @@ void check_trailer(const std::string& path) {
                             "changed after it was written)", path, got, want));
 }
 
+// ---- the commit's file (rank 0) -------------------------------------------------------
+// Rank 0 writes the catalog alone with plain POSIX calls on a descriptor of the catalog
+// directory. No MPI-IO: through HDF5's mpio driver, Open MPI's ompio overflowed a buffer
+// in its sharedfp component for paths longer than about 240 bytes, and a full disk left
+// every rank waiting in HDF5's collective close until the phase timeout. Here no symbolic
+// link is followed (openat with O_EXCL | O_NOFOLLOW, unlinkat, renameat), the file is 0600
+// whatever the umask, and every failure names the file and its errno.
+
+constexpr const char* kTmpName = "catalog.h5.tmp";
+constexpr const char* kFinalName = "catalog.h5";
+
+// The catalog's bytes: the HDF5 file built in memory by HDF5's core driver (nothing
+// touches the disk; `name` only labels it), then the trailer for exactly those bytes, as
+// seal_catalog writes it. Empties `records` as it goes (rank 0's memory: see commit_catalog).
+Buffer<char> catalog_image(const std::string& name, const Catalog& header, Gathered& records) {
+  // The core driver grows its memory in steps of this size: one step for the whole file.
+  const std::size_t expected = records.tensors.size() * sizeof(TensorRecord) +
+                               records.files.size() * sizeof(FileRecord) + records.roots.size() * sizeof(RootRecord) +
+                               records.ranks.size() * sizeof(RankRecord) + header.config_json.size() + (std::size_t{1} << 20);
+  H5Handle access = make(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate(fapl)");
+  hdf_check_status(H5Pset_fapl_core(access.get(), expected, /*backing_store=*/0), "H5Pset_fapl_core");
+  H5Handle file = make(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()),
+                       fmt::format("catalog: creating '{}' in memory", name));
+  const hid_t f = file.get();
+  write_attribute(f, "format", std::string(kCatalogFormat));
+  write_attribute<std::int32_t>(f, "version", H5T_NATIVE_INT32, kCatalogVersion);
+  write_attribute(f, "job", header.job);
+  write_attribute<std::int32_t>(f, "epoch", H5T_NATIVE_INT32, header.epoch);
+  write_attribute<std::int32_t>(f, "slot", H5T_NATIVE_INT32, header.slot);
+  write_attribute<std::int32_t>(f, "slots", H5T_NATIVE_INT32, header.slots);
+  write_attribute<std::int32_t>(f, "world_size", H5T_NATIVE_INT32, header.world_size);
+  write_attribute<std::int32_t>(f, "node_count", H5T_NATIVE_INT32, header.node_count);
+  write_attribute(f, "layout", header.layout);
+  write_attribute(f, "policy", header.policy);
+  write_attribute<std::uint64_t>(f, "alignment", H5T_NATIVE_UINT64, header.alignment);
+  write_attribute(f, "plan_fingerprint", header.plan_fingerprint);
+  write_attribute(f, "config", header.config_json);
+  write_attribute(f, "created", header.created);
+  write_attribute<std::int32_t>(f, "generation", H5T_NATIVE_INT32, header.generation);
+  write_table<TensorRecord>(f, "tensors", tensor_members(), std::exchange(records.tensors, {}));
+  write_table<FileRecord>(f, "files", file_members(), std::exchange(records.files, {}));
+  write_table<RootRecord>(f, "roots", root_members(), std::exchange(records.roots, {}));
+  write_table<RankRecord>(f, "ranks", rank_members(), std::exchange(records.ranks, {}));
+  // The flush releases HDF5's free-space aggregators, so the end of the image is the end of
+  // the data, as in a closed file.
+  hdf_check_status(H5Fflush(f, H5F_SCOPE_GLOBAL), fmt::format("catalog: flushing '{}' in memory", name));
+  const ssize_t bytes = H5Fget_file_image(f, nullptr, 0);
+  if (bytes <= 0) hdf_fail(fmt::format("catalog: H5Fget_file_image of '{}'", name));
+  Buffer<char> image(static_cast<std::size_t>(bytes) + kTrailerBytes);
+  if (H5Fget_file_image(f, image.data(), static_cast<std::size_t>(bytes)) != bytes)
+    hdf_fail(fmt::format("catalog: H5Fget_file_image of '{}'", name));
+  file.reset();
+  const auto trailer = trailer_for(XXH64(image.data(), static_cast<std::size_t>(bytes), 0));
+  std::memcpy(image.data() + bytes, trailer.data(), kTrailerBytes);
+  return image;
+}
+
+// Writes `bytes` to <dir>/catalog.h5.tmp, makes it durable, calls stage("written"),
+// renames it over <dir>/catalog.h5 (rename replaces a symbolic link of that name, never
+// its target), calls stage("renamed") and fsyncs the directory. Until the rename any
+// failure removes the temporary file and leaves catalog.h5 as it was.
+void install_catalog(const std::string& dir, std::span<const char> bytes,
+                     const std::function<void(const char*)>& stage) {
+  const std::string tmp = dir + "/" + kTmpName, final_path = dir + "/" + kFinalName;
+  const UniqueFd directory(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!directory) throw SystemError(fmt::format("catalog: cannot open the directory of '{}'", tmp), errno);
+  const int at = directory.get();
+  // A stale temporary file (a crash between write and rename), or a link planted there:
+  // unlinkat removes the name itself, and O_EXCL | O_NOFOLLOW refuses whatever appears
+  // under that name before the openat.
+  if (::unlinkat(at, kTmpName, 0) != 0 && errno != ENOENT)
+    throw SystemError(fmt::format("catalog: cannot remove the stale '{}'", tmp), errno);
+  UniqueFd file(::openat(at, kTmpName, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!file) throw SystemError(fmt::format("catalog: cannot create '{}'", tmp), errno);
+  try {
+    if (::fchmod(file.get(), 0600) != 0)  // the umask may have taken bits away
+      throw SystemError(fmt::format("catalog: cannot set mode 0600 on '{}'", tmp), errno);
+    for (std::size_t done = 0; done < bytes.size();) {  // a short write is not an error: go on
+      const std::size_t want = std::min<std::size_t>(bytes.size() - done, std::size_t{1} << 30);
+      const ssize_t got = ::pwrite(file.get(), bytes.data() + done, want, static_cast<off_t>(done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0)
+        throw SystemError(fmt::format("catalog: writing '{}' ({} bytes at offset {} of {})", tmp, want, done,
+                                      bytes.size()),
+                          got < 0 ? errno : EIO);
+      done += static_cast<std::size_t>(got);
+    }
+    if (::fsync(file.get()) != 0) throw SystemError(fmt::format("catalog: fsync of '{}'", tmp), errno);
+    if (::close(file.release()) != 0) throw SystemError(fmt::format("catalog: closing '{}'", tmp), errno);
+    if (stage) stage("written");
+    if (::renameat(at, kTmpName, at, kFinalName) != 0)
+      throw SystemError(fmt::format("catalog: renaming '{}' to '{}'", tmp, final_path), errno);
+  } catch (...) {
+    file.reset();
+    ::unlinkat(at, kTmpName, 0);  // best effort: the error above is the one to report
+    throw;
+  }
+  if (stage) stage("renamed");
+  if (::fsync(at) != 0) throw SystemError(fmt::format("catalog: fsync of the directory '{}'", dir), errno);
+}
+
+}  // namespace
+
+// ---- one rank's rows: as records, and packed (pack_catalog_part) ------------------------
+
+namespace {
+
+// A packed part: this header, then its tensor, file, root and rank records as in the file.
+struct PackedPart {
+  char magic[8];
+  std::int64_t epoch;
+  std::uint64_t tensors, files, roots;
+};
+constexpr char kPartMagic[8] = {'S', 'C', 'P', 'A', 'R', 'T', '1', '\0'};
+
+Records to_records(const CatalogPart& part) {
+  Records out;
+  out.tensors.resize(part.tensors.size());
+  out.files.resize(part.files.size());
+  out.roots.resize(part.roots.size());
+  out.ranks.resize(1);
+  for (std::size_t i = 0; i < part.tensors.size(); ++i) {
+    const CatalogRow& r = part.tensors[i];
+    TensorRecord& t = out.tensors[i];
+    t.id = r.id;
+    copy_string(t.name, sizeof t.name, r.name, "tensor name");
+    copy_string(t.dtype, sizeof t.dtype, dtype_text(r.dtype), "dtype");
+    t.numel = r.numel;
+    t.element_offset = r.element_offset;
+    t.shard = r.shard;
+    t.shard_count = r.shard_count;
+    t.owner = r.owner;
+    t.node = r.node;
+    t.root = r.root;
+    t.file = r.file;
+    t.offset = r.offset;
+    t.bytes = r.bytes;
+    t.aligned_bytes = r.aligned_bytes;
+    t.checksum = r.checksum;
+    t.epoch = r.epoch;
+  }
+  for (std::size_t i = 0; i < part.files.size(); ++i) {
+    copy_string(out.files[i].path, sizeof out.files[i].path, part.files[i].path, "file path");
+    out.files[i].owner = part.files[i].owner;
+    out.files[i].root = part.files[i].root;
+    out.files[i].size = part.files[i].size;
+  }
+  for (std::size_t i = 0; i < part.roots.size(); ++i) {
+    out.roots[i].node = part.roots[i].node;
+    out.roots[i].index = part.roots[i].index;
+    copy_string(out.roots[i].path, sizeof out.roots[i].path, part.roots[i].path, "root path");
+  }
+  RankRecord& k = out.ranks[0];
+  k.rank = part.rank.rank;
+  k.node = part.rank.node;
+  k.local_rank = part.rank.local_rank;
+  copy_string(k.host, sizeof k.host, part.rank.host, "host name");
+  k.bytes = part.rank.bytes;
+  k.swap_out_s = part.rank.swap_out_s;
+  k.swap_in_s = part.rank.swap_in_s;
+  return out;
+}
+
+template <class Record>
+std::byte* put(std::byte* at, const std::vector<Record>& records) {
+  if (!records.empty()) std::memcpy(at, records.data(), records.size() * sizeof(Record));
+  return at + records.size() * sizeof(Record);
+}
+
+template <class Record, class Vector>
+const std::byte* take(const std::byte* at, std::uint64_t count, Vector& into) {
+  const std::size_t first = into.size();
+  into.resize(first + count);
+  if (count > 0) std::memcpy(into.data() + first, at, count * sizeof(Record));
+  return at + count * sizeof(Record);
+}
+
 }  // namespace
 
 void seal_catalog(const std::string& path) {
@@ -475,113 +717,78 @@ std::string Catalog::file_path(std::uint32_t index) const {
 void commit_catalog(MPI_Comm comm, const std::string& dir, const Catalog& header, const CatalogPart& part,
                     const std::function<void(const char*)>& stage) {
   quiet_hdf5();
-  int rank = 0;
-  MPI_Comm_rank(comm, &rank);
-  const std::string tmp = dir + "/catalog.h5.tmp", final_path = dir + "/catalog.h5";
+  int rank = 0, size = 1;
+  mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
+  mpi_check(MPI_Comm_size(comm, &size), "MPI_Comm_size");
   std::string problem;
-  std::vector<TensorRecord> tensors(part.tensors.size());
-  std::vector<FileRecord> files(part.files.size());
-  std::vector<RootRecord> roots(part.roots.size());
-  std::vector<RankRecord> ranks(1);
+  Records mine;
+  auto& tensors = mine.tensors;
+  auto& files = mine.files;
+  auto& roots = mine.roots;
+  auto& ranks = mine.ranks;
   try {
-    for (std::size_t i = 0; i < tensors.size(); ++i) {
-      const CatalogRow& r = part.tensors[i];
-      TensorRecord& t = tensors[i];
-      t.id = r.id;
-      copy_string(t.name, sizeof t.name, r.name, "tensor name");
-      copy_string(t.dtype, sizeof t.dtype, dtype_text(r.dtype), "dtype");
-      t.numel = r.numel;
-      t.element_offset = r.element_offset;
-      t.shard = r.shard;
-      t.shard_count = r.shard_count;
-      t.owner = r.owner;
-      t.node = r.node;
-      t.root = r.root;
-      t.file = r.file;
-      t.offset = r.offset;
-      t.bytes = r.bytes;
-      t.aligned_bytes = r.aligned_bytes;
-      t.checksum = r.checksum;
-      t.epoch = r.epoch;
-    }
-    for (std::size_t i = 0; i < files.size(); ++i) {
-      copy_string(files[i].path, sizeof files[i].path, part.files[i].path, "file path");
-      files[i].owner = part.files[i].owner;
-      files[i].root = part.files[i].root;
-      files[i].size = part.files[i].size;
-    }
-    for (std::size_t i = 0; i < roots.size(); ++i) {
-      roots[i].node = part.roots[i].node;
-      roots[i].index = part.roots[i].index;
-      copy_string(roots[i].path, sizeof roots[i].path, part.roots[i].path, "root path");
-    }
-    ranks[0].rank = part.rank.rank;
-    ranks[0].node = part.rank.node;
-    ranks[0].local_rank = part.rank.local_rank;
-    copy_string(ranks[0].host, sizeof ranks[0].host, part.rank.host, "host name");
-    ranks[0].bytes = part.rank.bytes;
-    ranks[0].swap_out_s = part.rank.swap_out_s;
-    ranks[0].swap_in_s = part.rank.swap_in_s;
-
+    mine = to_records(part);
+    if (tensors.size() > INT_MAX || files.size() > INT_MAX || roots.size() > INT_MAX)
+      throw Error(fmt::format("catalog: {} rows, {} files and {} roots on one rank are more than a commit can gather",
+                              tensors.size(), files.size(), roots.size()));
   } catch (const std::exception& e) {
     problem = e.what();
   }
-  // Local problems (a name too long for the file) must stop every rank before any of them
-  // enters a collective HDF5 call, or the others would wait there for ever.
-  {
-    const auto [bad, message] = first_message(comm, problem);
-    if (bad >= 0)
-      throw Error(fmt::format("catalog commit of epoch {} failed on rank {}: {}", header.epoch, bad, message));
+  // Every rank's row counts on rank 0, which checks that each table stays addressable by
+  // MPI_Gatherv's int displacements.
+  const std::array<int, 4> counts{problem.empty() ? static_cast<int>(tensors.size()) : 0,
+                                  problem.empty() ? static_cast<int>(files.size()) : 0,
+                                  problem.empty() ? static_cast<int>(roots.size()) : 0, 1};
+  std::vector<int> all_counts(rank == 0 ? 4 * static_cast<std::size_t>(size) : 0);
+  mpi_check(MPI_Gather(counts.data(), 4, MPI_INT, all_counts.data(), 4, MPI_INT, 0, comm),
+            "MPI_Gather (catalog row counts)");
+  std::array<std::vector<int>, 4> per_rank;  // per table: each rank's rows (rank 0)
+  if (rank == 0) {
+    constexpr std::array<const char*, 4> kTables{"tensors", "files", "roots", "ranks"};
+    for (std::size_t k = 0; k < 4; ++k) {
+      std::uint64_t total = 0;
+      for (int r = 0; r < size; ++r) {
+        per_rank[k].push_back(all_counts[4 * static_cast<std::size_t>(r) + k]);
+        total += static_cast<std::uint64_t>(per_rank[k].back());
+      }
+      if (total > INT_MAX && problem.empty())
+        problem = fmt::format("catalog: /{} would have {} rows, more than one commit can gather ({})", kTables[k],
+                              total, INT_MAX);
+    }
   }
-  try {
-    H5Handle access = make(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate(fapl)");
-    hdf_check_status(H5Pset_fapl_mpio(access.get(), comm, MPI_INFO_NULL), "H5Pset_fapl_mpio");
-    hdf_check_status(H5Pset_all_coll_metadata_ops(access.get(), true), "H5Pset_all_coll_metadata_ops");
-    hdf_check_status(H5Pset_coll_metadata_write(access.get(), true), "H5Pset_coll_metadata_write");
-    H5Handle file = make(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()),
-                         fmt::format("catalog: creating '{}'", tmp));
-    const hid_t f = file.get();
-    write_attribute(f, "format", std::string(kCatalogFormat));
-    write_attribute<std::int32_t>(f, "version", H5T_NATIVE_INT32, kCatalogVersion);
-    write_attribute(f, "job", header.job);
-    write_attribute<std::int32_t>(f, "epoch", H5T_NATIVE_INT32, header.epoch);
-    write_attribute<std::int32_t>(f, "slot", H5T_NATIVE_INT32, header.slot);
-    write_attribute<std::int32_t>(f, "slots", H5T_NATIVE_INT32, header.slots);
-    write_attribute<std::int32_t>(f, "world_size", H5T_NATIVE_INT32, header.world_size);
-    write_attribute<std::int32_t>(f, "node_count", H5T_NATIVE_INT32, header.node_count);
-    write_attribute(f, "layout", header.layout);
-    write_attribute(f, "policy", header.policy);
-    write_attribute<std::uint64_t>(f, "alignment", H5T_NATIVE_UINT64, header.alignment);
-    write_attribute(f, "plan_fingerprint", header.plan_fingerprint);
-    write_attribute(f, "config", header.config_json);
-    write_attribute(f, "created", header.created);
-    write_attribute<std::int32_t>(f, "generation", H5T_NATIVE_INT32, header.generation);
-    write_rows(comm, f, "tensors", tensor_members(), tensors);
-    write_rows(comm, f, "files", file_members(), files);
-    write_rows(comm, f, "roots", root_members(), roots);
-    write_rows(comm, f, "ranks", rank_members(), ranks);
-    hdf_check_status(H5Fflush(f, H5F_SCOPE_GLOBAL), fmt::format("catalog: flushing '{}'", tmp));
-  } catch (const std::exception& e) {
-    problem = e.what();
-  }
-  // Every rank has closed the file (collectively) here; the commit is rank 0's rename.
-  auto [bad, message] = first_message(comm, problem);
-  if (bad >= 0) throw Error(fmt::format("catalog commit of epoch {} failed on rank {}: {}", header.epoch, bad, message));
+  // A local problem (a name too long for the file) stops every rank here, before the
+  // gathers: no rank is left waiting in a collective call.
+  auto fail_if = [&](const std::pair<int, std::string>& first) {
+    const auto& [bad, message] = first;
+    if (bad >= 0)  // the rank that failed keeps its whole message; the others get 1 KiB of it
+      throw Error(fmt::format("catalog commit of epoch {} failed on rank {}: {}", header.epoch, bad,
+                              bad == rank ? problem : message));
+  };
+  fail_if(first_message(comm, problem));
+  // Rank 0 holds every rank's records (360 bytes per piece), then HDF5's in-memory file of
+  // them and the copy of its image that is written (each table's records are freed once in
+  // the file): about twice the catalog's size at the peak, 0.7 GB for a million pieces.
+  // That is of the order of what rank 0 already reads and holds alone when a job resumes
+  // (load_catalog_collective: the records, then the Catalog made of them), so a job that
+  // can resume can commit; the other ranks hold only their own records.
+  Gathered all;
+  all.tensors = gather_rows(comm, rank, tensors, per_rank[0], "tensors");
+  all.files = gather_rows(comm, rank, files, per_rank[1], "files");
+  all.roots = gather_rows(comm, rank, roots, per_rank[2], "roots");
+  all.ranks = gather_rows(comm, rank, ranks, per_rank[3], "ranks");
+  mine = Records{};
+  // The commit is rank 0's: it builds the file in memory, writes and renames it. The other
+  // ranks wait for the outcome in first_message (a failure there takes seconds, not a
+  // timeout: nothing but rank 0 touches the file).
   if (rank == 0) {
     try {
-      seal_catalog(tmp);
-      fsync_path(tmp, false);
-      if (stage) stage("written");
-      if (::rename(tmp.c_str(), final_path.c_str()) != 0)
-        throw SystemError(fmt::format("catalog: renaming '{}' to '{}'", tmp, final_path), errno);
-      if (stage) stage("renamed");
-      fsync_path(dir, true);
+      const Buffer<char> image = catalog_image(dir + "/" + kTmpName, header, all);
+      install_catalog(dir, image, stage);
     } catch (const std::exception& e) {
       problem = e.what();
     }
   }
-  std::tie(bad, message) = first_message(comm, problem);
-  if (bad >= 0) throw Error(fmt::format("catalog commit of epoch {} failed on rank {}: {}", header.epoch, bad, message));
+  fail_if(first_message(comm, problem));
 }
 
 CatalogIndex::CatalogIndex(const Catalog& catalog, std::span<const TensorSpec> tensors)
@@ -631,16 +838,19 @@ void CatalogIndex::locate(std::uint32_t id, std::uint64_t begin, std::uint64_t e
 }
 
 CatalogCheck verify_catalog(const Catalog& catalog, IoEngine& engine, std::size_t buffer_bytes, int rank, int size,
-                            DirectMode direct) {
+                            DirectMode direct, std::span<const std::string> roots) {
   std::vector<std::size_t> rows;
   for (std::size_t i = static_cast<std::size_t>(rank); i < catalog.tensors.size(); i += static_cast<std::size_t>(size))
     rows.push_back(i);
-  return verify_catalog_rows(catalog, engine, buffer_bytes, rows, direct);
+  return verify_catalog_rows(catalog, engine, buffer_bytes, rows, direct, roots);
 }
 
 CatalogCheck verify_catalog_rows(const Catalog& catalog, IoEngine& engine, std::size_t buffer_bytes,
-                                 std::span<const std::size_t> rows, DirectMode direct) {
+                                 std::span<const std::size_t> rows, DirectMode direct,
+                                 std::span<const std::string> roots) {
   CatalogCheck result;
+  const std::vector<std::string> allowed =
+      roots.empty() ? readable_catalog_roots(catalog) : std::vector<std::string>(roots.begin(), roots.end());
   buffer_bytes = std::max<std::size_t>(align_up(buffer_bytes, catalog.alignment), catalog.alignment);
   PinnedAllocation buffer(buffer_bytes);
   std::vector<std::optional<SwapFile>> files(catalog.files.size());
@@ -653,7 +863,7 @@ CatalogCheck verify_catalog_rows(const Catalog& catalog, IoEngine& engine, std::
     const CatalogRow& r = catalog.tensors.at(i);
     ++result.pieces;
     try {
-      if (!files[r.file]) files[r.file].emplace(SwapFile::open(catalog.file_path(r.file), direct));
+      if (!files[r.file]) files[r.file].emplace(SwapFile::open(checked_file_path(catalog, r.file, allowed), direct));
       XXH64_reset(hash.get(), 0);
       for (std::uint64_t done = 0; done < r.aligned_bytes; done += buffer_bytes) {
         const std::uint64_t length = std::min<std::uint64_t>(buffer_bytes, r.aligned_bytes - done);
@@ -674,13 +884,13 @@ CatalogCheck verify_catalog_rows(const Catalog& catalog, IoEngine& engine, std::
   return result;
 }
 
-Catalog load_catalog(const std::string& path) {
+Catalog load_catalog(const std::string& path, TrailerCheck trailer) {
   quiet_hdf5();
   if (!std::filesystem::is_regular_file(path))
     throw Error(fmt::format("catalog '{}': no such file", path));
   if (H5Fis_hdf5(path.c_str()) <= 0)
     throw Error(fmt::format("catalog '{}': not an HDF5 file", path));
-  check_trailer(path);
+  if (trailer == TrailerCheck::required) check_trailer(path);
   H5Handle handle = make(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), fmt::format("catalog '{}': opening", path));
   const hid_t f = handle.get();
   if (H5Aexists(f, "format") <= 0 || read_string_attribute(f, "format", path) != kCatalogFormat)
@@ -790,6 +1000,70 @@ Catalog load_catalog(const std::string& path) {
                                 c.files[file].path, list[i - 1].first, list[i - 1].second, list[i].first, list[i].second));
   }
   return c;
+}
+
+
+// ---- the commit in two halves (pack on every rank, write on rank 0) --------------------
+
+std::vector<std::byte> pack_catalog_part(int epoch, const CatalogPart& part) {
+  const Records r = to_records(part);
+  PackedPart head{};
+  std::memcpy(head.magic, kPartMagic, sizeof head.magic);
+  head.epoch = epoch;
+  head.tensors = r.tensors.size();
+  head.files = r.files.size();
+  head.roots = r.roots.size();
+  std::vector<std::byte> out(sizeof head + r.tensors.size() * sizeof(TensorRecord) +
+                             r.files.size() * sizeof(FileRecord) + r.roots.size() * sizeof(RootRecord) +
+                             sizeof(RankRecord));
+  std::memcpy(out.data(), &head, sizeof head);
+  std::byte* at = out.data() + sizeof head;
+  at = put(at, r.tensors);
+  at = put(at, r.files);
+  at = put(at, r.roots);
+  put(at, r.ranks);
+  return out;
+}
+
+int catalog_part_epoch(std::span<const std::byte> packed) {
+  PackedPart head{};
+  if (packed.size() < sizeof head) return -1;
+  std::memcpy(&head, packed.data(), sizeof head);
+  if (std::memcmp(head.magic, kPartMagic, sizeof kPartMagic) != 0) return -1;
+  return static_cast<int>(head.epoch);
+}
+
+void write_catalog(const std::string& dir, const Catalog& header, std::span<const std::vector<std::byte>> parts,
+                   const std::function<void(const char*)>& stage) {
+  quiet_hdf5();
+  Gathered all;
+  std::uint64_t file_base = 0;
+  for (std::size_t p = 0; p < parts.size(); ++p) {
+    const auto& bytes = parts[p];
+    PackedPart head{};
+    if (bytes.size() >= sizeof head) std::memcpy(&head, bytes.data(), sizeof head);
+    const std::uint64_t want = sizeof head + head.tensors * sizeof(TensorRecord) + head.files * sizeof(FileRecord) +
+                               head.roots * sizeof(RootRecord) + sizeof(RankRecord);
+    if (bytes.size() < sizeof head || std::memcmp(head.magic, kPartMagic, sizeof kPartMagic) != 0 ||
+        bytes.size() != want || head.epoch != header.epoch)
+      throw Error(fmt::format("catalog commit of epoch {}: the rows of rank {} are damaged ({} bytes)", header.epoch,
+                              p, bytes.size()));
+    const std::size_t first_tensor = all.tensors.size();
+    const std::byte* at = bytes.data() + sizeof head;
+    at = take<TensorRecord>(at, head.tensors, all.tensors);
+    at = take<FileRecord>(at, head.files, all.files);
+    at = take<RootRecord>(at, head.roots, all.roots);
+    take<RankRecord>(at, 1, all.ranks);
+    for (std::size_t i = first_tensor; i < all.tensors.size(); ++i) {
+      if (all.tensors[i].file >= head.files)
+        throw Error(fmt::format("catalog commit of epoch {}: rank {} names file {} of its {}", header.epoch, p,
+                                all.tensors[i].file, head.files));
+      all.tensors[i].file += static_cast<std::uint32_t>(file_base);
+    }
+    file_base += head.files;
+  }
+  const auto image = catalog_image(dir + "/" + kTmpName, header, all);
+  install_catalog(dir, image, stage);
 }
 
 }  // namespace swapcoord

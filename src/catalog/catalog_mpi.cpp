@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "swapcoord/catalog/catalog.hpp"
+#include "swapcoord/catalog/catalog_paths.hpp"
 #include "swapcoord/common/host.hpp"
 #include "swapcoord/coord/mpi.hpp"
 #include "swapcoord/coord/topology.hpp"
@@ -140,7 +141,7 @@ Catalog load_catalog_collective(MPI_Comm comm, const std::string& path, int root
   return broadcast_catalog(comm, catalog, root);
 }
 
-CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog) {
+CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog, std::span<const std::string> roots) {
   int rank = 0;
   mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
   const std::size_t files = catalog.files.size();
@@ -153,12 +154,16 @@ CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog) {
   for (const auto& r : catalog.ranks) host_of[r.rank] = &r.host;
   const std::string host = host_name();
   std::vector<unsigned char> mine(files, 0), best(files, 0);
+  std::map<std::size_t, std::string> refused;  // file -> why this rank may not read it (the first few)
+  const std::vector<std::string> allowed =
+      roots.empty() ? readable_catalog_roots(catalog) : std::vector<std::string>(roots.begin(), roots.end());
   for (std::size_t i = 0; i < files; ++i) {
     struct stat st {};
     std::string path;
     try {
-      path = catalog.file_path(static_cast<std::uint32_t>(i));
-    } catch (const std::exception&) {
+      path = checked_file_path(catalog, static_cast<std::uint32_t>(i), allowed);
+    } catch (const std::exception& e) {
+      if (refused.size() < 5) refused.emplace(i, e.what());
       continue;
     }
     if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
@@ -187,8 +192,9 @@ CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog) {
         if (unreachable.notes.size() < 5)
           unreachable.notes.push_back(fmt::format(
               "tensor '{}' shard {}: no rank can read '{}' (node {} of the catalog; run verify with ranks on "
-              "every node that holds data)", catalog.tensors[i].name, catalog.tensors[i].shard,
-              catalog.files[f].path, catalog.tensors[i].node));
+              "every node that holds data){}", catalog.tensors[i].name, catalog.tensors[i].shard,
+              catalog.files[f].path, catalog.tensors[i].node,
+              refused.count(f) ? fmt::format(" ({})", refused.at(f)) : std::string()));
       }
       continue;
     }
@@ -199,10 +205,11 @@ CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog) {
 }
 
 CatalogCheck verify_catalog_collective(MPI_Comm comm, const Catalog& catalog, IoEngine& engine,
-                                       std::size_t buffer_bytes, DirectMode direct) {
-  const CatalogAssignment mine = assign_catalog_rows(comm, catalog);
+                                       std::size_t buffer_bytes, DirectMode direct,
+                                       std::span<const std::string> roots) {
+  const CatalogAssignment mine = assign_catalog_rows(comm, catalog, roots);
   const auto& unreachable = mine.unreachable;
-  CatalogCheck local = verify_catalog_rows(catalog, engine, buffer_bytes, mine.rows, direct);
+  CatalogCheck local = verify_catalog_rows(catalog, engine, buffer_bytes, mine.rows, direct, roots);
   local.pieces += unreachable.pieces;
   local.mismatches += unreachable.mismatches;
   local.notes.insert(local.notes.begin(), unreachable.notes.begin(), unreachable.notes.end());

@@ -2,7 +2,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -11,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "swapcoord/common/align.hpp"
+#include "swapcoord/common/log.hpp"
 #include "swapcoord/config.hpp"
 #include "swapcoord/io/io_engine.hpp"
 #include "swapcoord/io/swap_file.hpp"
@@ -20,15 +23,17 @@ namespace swapcoord {
 namespace detail {
 
 struct Batch {
-  std::uint64_t id = 0;
+  std::uint64_t id = 0;         // 0 while free; guarded by the engine mutex
   Batch* next = nullptr;        // in the engine's queue of batches with blocks to start
   std::vector<IoRequest> requests;
   std::vector<Block> blocks;
   std::size_t next_block = 0;   // guarded by the engine mutex
   std::atomic<std::size_t> unfinished{0};
   bool done = false;            // guarded by the engine mutex
+  bool claimed = false;         // a waiter has it (guarded): one wait per batch
+  std::size_t undescribed = 0;  // failed blocks whose IoFailure could not be made (guarded)
   std::vector<IoFailure> failures;  // guarded by the engine mutex
-  std::vector<SwapFile*> written;   // with fsync: the files to fdatasync (wait() only)
+  std::vector<SwapFileRef> written; // with fsync: the files to fdatasync (wait() only)
   std::uint64_t bytes = 0;
 };
 
@@ -36,17 +41,40 @@ const char* op_name(IoOp op) { return op == IoOp::read ? "read" : "write"; }
 
 namespace {
 
+// An exception as a failure cause: its message and errno (0 when it has none).
+struct Cause {
+  std::string message;
+  int errno_value = 0;
+};
+
+Cause cause_of(std::exception_ptr error) noexcept {
+  try {
+    std::rethrow_exception(error);
+  } catch (const SystemError& e) {
+    return {e.what(), e.code()};
+  } catch (const std::exception& e) {
+    return {e.what(), 0};
+  } catch (...) {
+    return {"an exception that is not a std::exception", 0};
+  }
+}
+
+// When the kernel refuses new requests (EAGAIN) while this thread has none in flight,
+// there is no completion to wait for: sleep, doubling from the first to the last delay.
+constexpr std::chrono::microseconds kFirstBackoff{50};
+constexpr std::chrono::microseconds kLastBackoff{5000};
+
 class ThreadedEngine final : public IoEngine {
  public:
-  ThreadedEngine(std::string name, const AioConfig& config,
-                 std::unique_ptr<Backend> (*factory)(const AioConfig&))
-      : _name(std::move(name)), _config(config) {
+  ThreadedEngine(std::string name, const AioConfig& config, BackendFactory factory)
+      : _name(std::move(name)), _config(config), _factory(std::move(factory)) {
     _config.validate();
     std::vector<std::unique_ptr<Backend>> backends;
     for (std::size_t t = 0; t < _config.intra_op_parallelism; ++t)
-      backends.push_back(factory(_config));  // throws if the kernel refuses
+      backends.push_back(_factory(_config));  // throws if the kernel refuses
+    _live_workers = backends.size();
     for (auto& backend : backends)
-      _threads.emplace_back([this, b = std::move(backend)] { worker(*b); });
+      _threads.emplace_back([this, b = std::move(backend)]() mutable { worker(std::move(b)); });
   }
 
   ~ThreadedEngine() override {
@@ -64,27 +92,33 @@ class ThreadedEngine final : public IoEngine {
   IoTicket submit(std::span<const IoRequest> requests) override {
     for (std::size_t i = 0; i < requests.size(); ++i) validate(requests[i], i);
     Batch* batch = acquire_batch();
-    batch->requests.assign(requests.begin(), requests.end());
-    batch->blocks.clear();
-    batch->failures.clear();
-    batch->written.clear();
-    batch->next_block = 0;
-    batch->done = false;
-    batch->bytes = 0;
-    const std::uint64_t block_size = _config.block_size;
-    for (std::size_t i = 0; i < requests.size(); ++i) {
-      const auto& r = requests[i];
-      batch->bytes += r.size_bytes;
-      if (_config.fsync && r.op == IoOp::write) batch->written.push_back(r.file);
-      for (std::uint64_t at = 0; at < r.size_bytes; at += block_size) {
-        batch->blocks.push_back(Block{batch, static_cast<std::uint32_t>(i), r.op, r.file->fd(),
-                                      static_cast<std::byte*>(r.buffer) + at, r.offset + at,
-                                      std::min(block_size, r.size_bytes - at)});
+    try {
+      batch->requests.assign(requests.begin(), requests.end());
+      const std::uint64_t block_size = _config.block_size;
+      for (std::size_t i = 0; i < requests.size(); ++i) {
+        const auto& r = requests[i];
+        batch->bytes += r.size_bytes;
+        if (_config.fsync && r.op == IoOp::write) batch->written.push_back(r.file);
+        for (std::uint64_t at = 0; at < r.size_bytes; at += block_size) {
+          batch->blocks.push_back(Block{batch, static_cast<std::uint32_t>(i), r.op, r.file->fd(),
+                                        static_cast<std::byte*>(r.buffer) + at, r.offset + at,
+                                        std::min(block_size, r.size_bytes - at)});
+        }
       }
+    } catch (...) {
+      release_batch(batch);
+      throw;
     }
     batch->unfinished.store(batch->blocks.size());
+    std::uint64_t id = 0;
     {
       std::lock_guard lock(_mutex);
+      if (_live_workers == 0) {
+        const std::string why = _stopped_because;
+        reset_locked(batch);
+        throw Error(fmt::format("{} I/O engine cannot take new work: its I/O threads stopped ({})",
+                                _name, why));
+      }
       if (batch->blocks.empty()) {
         batch->done = true;
       } else {
@@ -92,36 +126,51 @@ class ThreadedEngine final : public IoEngine {
         (_tail ? _tail->next : _head) = batch;
         _tail = batch;
       }
+      id = batch->id;
     }
     _work_cv.notify_all();
-    return IoTicket{batch->id};
+    return make_ticket(id);
   }
 
-  IoBatchResult wait(IoTicket ticket) override {
-    Batch* batch = nullptr;
-    {
-      std::unique_lock lock(_mutex);
-      batch = find_batch(ticket);
-      _done_cv.wait(lock, [batch] { return batch->done; });
-    }
+ protected:
+  IoBatchResult wait_batch(std::uint64_t id) override {
+    Batch* batch = claim(id);
     const IoBatchResult result{batch->requests.size(), batch->bytes};
     std::vector<IoFailure> failures;
-    std::swap(failures, batch->failures);
+    std::size_t undescribed = 0;
+    {
+      std::lock_guard lock(_mutex);
+      std::swap(failures, batch->failures);
+      undescribed = batch->undescribed;
+    }
     std::exception_ptr sync_error;
-    if (failures.empty() && _config.fsync && !batch->written.empty()) {
+    if (failures.empty() && undescribed == 0 && _config.fsync && !batch->written.empty()) {
       auto& files = batch->written;
-      std::sort(files.begin(), files.end());
+      auto by_file = [](const SwapFileRef& a, const SwapFileRef& b) { return a.get() < b.get(); };
+      std::sort(files.begin(), files.end(), by_file);
       files.erase(std::unique(files.begin(), files.end()), files.end());
       try {
-        for (SwapFile* file : files) file->sync();
+        for (const SwapFileRef& file : files) file->sync();
       } catch (...) {
         sync_error = std::current_exception();
       }
     }
     release_batch(batch);
     if (sync_error) std::rethrow_exception(sync_error);
-    if (!failures.empty()) throw make_error(std::move(failures), result.requests);
+    if (!failures.empty() || undescribed > 0)
+      throw make_error(std::move(failures), undescribed, result.requests);
     return result;
+  }
+
+  void abandon_batch(std::uint64_t id) noexcept override {
+    try {
+      (void)wait_batch(id);
+    } catch (const std::exception& e) {
+      log::warn(fmt::format("an I/O ticket was dropped without wait(); its batch failed: {}",
+                            e.what()));
+    } catch (...) {
+      log::warn("an I/O ticket was dropped without wait(); its batch failed");
+    }
   }
 
  private:
@@ -130,7 +179,8 @@ class ThreadedEngine final : public IoEngine {
       return fmt::format("{} request {} ({} bytes at offset {} of '{}')", op_name(r.op), index,
                          r.size_bytes, r.offset, r.file ? r.file->path() : std::string("?"));
     };
-    if (r.file == nullptr) throw Error(fmt::format("{} request {} has no file", op_name(r.op), index));
+    if (!r.file || r.file->fd() < 0)
+      throw Error(fmt::format("{} request {} has no file", op_name(r.op), index));
     if (r.buffer == nullptr) throw Error(where() + " has no buffer");
     if (r.size_bytes == 0) throw Error(where() + " has zero length");
     if (r.op == IoOp::write && !r.file->writable())
@@ -164,20 +214,43 @@ class ThreadedEngine final : public IoEngine {
     return batch;
   }
 
-  void release_batch(Batch* batch) {
-    std::lock_guard lock(_mutex);
+  // Back to the free list, holding no file references (capacity kept: no allocation in
+  // the steady state).
+  void reset_locked(Batch* batch) {
     batch->id = 0;
+    batch->next = nullptr;
+    batch->requests.clear();
+    batch->blocks.clear();
+    batch->written.clear();
+    batch->failures.clear();
+    batch->next_block = 0;
+    batch->done = false;
+    batch->claimed = false;
+    batch->undescribed = 0;
+    batch->bytes = 0;
     _free.push_back(batch);
   }
 
-  Batch* find_batch(IoTicket ticket) {
-    for (auto& batch : _pool)
-      if (ticket.id != 0 && batch->id == ticket.id) return batch.get();
-    throw Error(fmt::format("wait() on I/O ticket {} that is unknown or already waited for",
-                            ticket.id));
+  void release_batch(Batch* batch) {
+    std::lock_guard lock(_mutex);
+    reset_locked(batch);
   }
 
-  IoError make_error(std::vector<IoFailure> failures, std::size_t requests) const {
+  // The batch of ticket `id`, once done; one waiter per batch.
+  Batch* claim(std::uint64_t id) {
+    std::unique_lock lock(_mutex);
+    Batch* batch = nullptr;
+    for (auto& b : _pool)
+      if (id != 0 && b->id == id) batch = b.get();
+    if (batch == nullptr || batch->claimed)
+      throw Error(fmt::format("wait() on I/O ticket {} that is unknown or already waited for", id));
+    batch->claimed = true;
+    _done_cv.wait(lock, [batch] { return batch->done; });
+    return batch;
+  }
+
+  IoError make_error(std::vector<IoFailure> failures, std::size_t undescribed,
+                     std::size_t requests) const {
     // One entry per request: the failed block with the lowest offset stands for it.
     std::sort(failures.begin(), failures.end(), [](const IoFailure& a, const IoFailure& b) {
       return a.request != b.request ? a.request < b.request : a.offset < b.offset;
@@ -194,7 +267,9 @@ class ThreadedEngine final : public IoEngine {
       const auto& f = failures[i];
       message += fmt::format("; {} of {} bytes at offset {} of '{}' (request {}): ",
                              op_name(f.op), f.size_bytes, f.offset, f.path, f.request);
-      if (f.errno_value == 0) {
+      if (!f.message.empty()) {
+        message += "the I/O thread failed: " + f.message;
+      } else if (f.errno_value == 0) {
         message += "the file ended first (short file)";
       } else {
         char text[256];
@@ -203,7 +278,10 @@ class ThreadedEngine final : public IoEngine {
       }
     }
     if (failures.size() > kShown) message += fmt::format("; and {} more", failures.size() - kShown);
-    const int code = failures.front().errno_value;
+    if (undescribed > 0)
+      message += fmt::format("; {} more blocks failed in the I/O thread and could not be "
+                             "described (out of memory)", undescribed);
+    const int code = failures.empty() ? ENOMEM : failures.front().errno_value;
     return IoError(message, code, std::move(failures));
   }
 
@@ -242,12 +320,30 @@ class ThreadedEngine final : public IoEngine {
     }
   }
 
-  void fail(Block& block, int errno_value) {
+  void fail(Block& block, int errno_value, std::string message = {}) {
     const IoRequest& r = block.batch->requests[block.request];
     // Only the error path allocates (the path string).
     IoFailure failure{block.request, block.op, r.file->path(), block.offset, block.remaining,
-                      errno_value};
+                      errno_value, std::move(message)};
     finish(block, &failure);
+  }
+
+  // Fails a block for an exception of its I/O thread; never throws (when even the
+  // failure cannot be made, the batch still fails, with a count).
+  void fail_noexcept(Block& block, const Cause& cause) noexcept {
+    try {
+      fail(block, cause.errno_value, cause.message);
+      return;
+    } catch (...) {
+    }
+    {
+      std::lock_guard lock(_mutex);
+      ++block.batch->undescribed;
+    }
+    try {
+      finish(block, nullptr);
+    } catch (...) {
+    }
   }
 
   // Handles one completion: done, resumed (returned true: resubmit), or failed.
@@ -270,46 +366,141 @@ class ThreadedEngine final : public IoEngine {
     return false;
   }
 
-  void worker(Backend& backend) {
+  // What one I/O thread holds: blocks to (re)start, and the blocks the kernel has, each
+  // in a slot so that they can all be failed if the thread's backend throws.
+  struct Held {
+    explicit Held(std::size_t depth) : completions(depth), slots(depth, nullptr) {
+      pending.reserve(2 * depth);
+      free_slots.reserve(depth);
+      for (std::size_t i = depth; i-- > 0;) free_slots.push_back(static_cast<std::uint32_t>(i));
+    }
+    std::size_t in_flight() const { return slots.size() - free_slots.size(); }
+    void track(Block* block) {
+      block->slot = free_slots.back();
+      free_slots.pop_back();
+      slots[block->slot] = block;
+    }
+    void untrack(Block* block) {
+      slots[block->slot] = nullptr;
+      free_slots.push_back(block->slot);
+    }
+    std::vector<Block*> pending;
+    std::vector<Completion> completions;
+    std::vector<Block*> slots;
+    std::vector<std::uint32_t> free_slots;
+    Block* current = nullptr;  // the completion being handled
+  };
+
+  // Drives `backend` until the engine stops; throws what the backend (or handling a
+  // completion) throws, leaving every block it had in `held`.
+  void drive(Backend& backend, Held& held) {
     const std::size_t depth = _config.queue_depth;
-    std::vector<Block*> pending;  // blocks to (re)start, in order
-    pending.reserve(2 * depth);
-    std::vector<Completion> completions(depth);
-    std::size_t in_flight = 0;
+    auto backoff = kFirstBackoff;
     for (;;) {
       // Keep the kernel queue full.
-      while (in_flight < depth) {
-        if (pending.empty() && take_blocks(pending, depth - in_flight, in_flight == 0) == 0) break;
-        const std::size_t chunk = _config.single_submit ? 1 : std::min(pending.size(), depth - in_flight);
-        const std::size_t started = backend.submit(std::span(pending.data(), chunk));
-        pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(started));
-        in_flight += started;
-        if (started == 0) break;  // the kernel wants completions reaped first
+      while (held.in_flight() < depth) {
+        const std::size_t room = depth - held.in_flight();
+        if (held.pending.empty() && take_blocks(held.pending, room, held.in_flight() == 0) == 0) break;
+        const std::size_t chunk = _config.single_submit ? 1 : std::min(held.pending.size(), room);
+        const std::size_t started = backend.submit(std::span(held.pending.data(), chunk));
+        for (std::size_t i = 0; i < started; ++i) held.track(held.pending[i]);
+        held.pending.erase(held.pending.begin(), held.pending.begin() + static_cast<std::ptrdiff_t>(started));
+        if (started > 0) {
+          backoff = kFirstBackoff;
+          continue;
+        }
+        // The kernel wants completions reaped first (EAGAIN). With none in flight there
+        // is nothing to reap: back off instead of asking again at once.
+        if (held.in_flight() == 0) {
+          std::this_thread::sleep_for(backoff);
+          backoff = std::min(backoff * 2, kLastBackoff);
+        }
+        break;
       }
-      if (in_flight == 0) {
-        if (!pending.empty()) continue;
+      if (held.in_flight() == 0) {
+        if (!held.pending.empty()) continue;
         std::lock_guard lock(_mutex);
         if (_stopping && _head == nullptr) return;
         continue;
       }
-      const std::size_t min = _config.overlap_events ? 1 : in_flight;
-      const std::size_t reaped = backend.reap(min, std::span(completions.data(), in_flight));
-      in_flight -= reaped;
+      const std::size_t min = _config.overlap_events ? 1 : held.in_flight();
+      const std::size_t reaped = backend.reap(min, std::span(held.completions.data(), held.in_flight()));
       for (std::size_t i = 0; i < reaped; ++i) {
-        Block& block = *completions[i].block;
-        if (complete(block, completions[i].result)) pending.push_back(&block);
+        Block& block = *held.completions[i].block;
+        held.untrack(&block);
+        held.current = &block;
+        if (complete(block, held.completions[i].result)) held.pending.push_back(&block);
+        held.current = nullptr;
       }
     }
   }
 
+  void worker(std::unique_ptr<Backend> backend) {
+    Held held(_config.queue_depth);
+    for (;;) {
+      try {
+        drive(*backend, held);
+        return;
+      } catch (...) {
+        const Cause cause = cause_of(std::current_exception());
+        // The kernel queue goes first, with what it still has (io_destroy waits for the
+        // requests in flight), so that no buffer is reported done while in use.
+        backend.reset();
+        std::size_t failed = 0;
+        for (Block* block : held.pending) fail_noexcept(*block, cause), ++failed;
+        for (Block* block : held.slots) {
+          if (block == nullptr) continue;
+          held.untrack(block);  // before failing it: a failed batch may be reused at once
+          fail_noexcept(*block, cause), ++failed;
+        }
+        if (held.current != nullptr) fail_noexcept(*held.current, cause), ++failed;
+        held.pending.clear();
+        held.current = nullptr;
+        try {
+          backend = _factory(_config);
+          log::warn(fmt::format("{} I/O thread: {}; {} blocks in its hands failed, and it "
+                                "restarted its kernel queue", _name, cause.message, failed));
+        } catch (...) {
+          stop_worker(fmt::format("{}; then restarting its kernel queue failed: {}",
+                                  cause.message, cause_of(std::current_exception()).message));
+          return;
+        }
+      }
+    }
+  }
+
+  // An I/O thread that cannot go on. When it was the last one, the blocks still queued
+  // fail and submit() refuses from now on, saying why.
+  void stop_worker(const std::string& why) noexcept {
+    log::error(fmt::format("{} I/O thread stopped: {}", _name, why));
+    std::vector<Block*> orphans;
+    {
+      std::lock_guard lock(_mutex);
+      if (_stopped_because.empty()) _stopped_because = why;
+      if (--_live_workers > 0) return;
+      try {
+        for (Batch* batch = _head; batch != nullptr; batch = batch->next)
+          for (; batch->next_block < batch->blocks.size(); ++batch->next_block)
+            orphans.push_back(&batch->blocks[batch->next_block]);
+      } catch (...) {
+      }
+      _head = _tail = nullptr;
+    }
+    const Cause cause{"no I/O thread is left to run it: " + why, 0};
+    for (Block* block : orphans) fail_noexcept(*block, cause);
+  }
+
   std::string _name;
   AioConfig _config;
+  BackendFactory _factory;
   std::mutex _mutex;
   std::condition_variable _work_cv;
   std::condition_variable _done_cv;
   Batch* _head = nullptr;
   Batch* _tail = nullptr;
   bool _stopping = false;
+  std::size_t _live_workers = 0;   // I/O threads still running
+  std::string _stopped_because;    // why the first one stopped
   std::uint64_t _last_id = 0;
   std::vector<std::unique_ptr<Batch>> _pool;
   std::vector<Batch*> _free;
@@ -340,7 +531,37 @@ const RegistryEntry kRegistry[] = {
 };
 
 }  // namespace
+
+std::unique_ptr<IoEngine> make_threaded_engine(std::string name, const AioConfig& config,
+                                               BackendFactory factory) {
+  return std::make_unique<ThreadedEngine>(std::move(name), config, std::move(factory));
+}
+
 }  // namespace detail
+
+IoBatchResult IoEngine::wait(IoTicket ticket) {
+  if (!ticket.valid())
+    throw Error("wait() on an empty I/O ticket (already waited for, moved from, or never "
+                "submitted)");
+  if (ticket._engine != this)
+    throw Error(fmt::format("wait() on I/O ticket {} of another engine ('{}', not '{}')",
+                            ticket._id, ticket._engine->name(), name()));
+  ticket._engine = nullptr;
+  return wait_batch(std::exchange(ticket._id, 0));
+}
+
+IoBatchResult IoTicket::wait() {
+  if (!valid())
+    throw Error("wait() on an empty I/O ticket (already waited for, moved from, or never "
+                "submitted)");
+  IoEngine* engine = _engine;
+  return engine->wait(std::move(*this));
+}
+
+void IoTicket::abandon() noexcept {
+  if (_engine == nullptr) return;
+  std::exchange(_engine, nullptr)->abandon_batch(std::exchange(_id, 0));
+}
 
 const char* default_engine_name() noexcept { return SWAPCOORD_HAVE_LIBAIO ? "libaio" : "posix"; }
 
@@ -372,7 +593,7 @@ std::unique_ptr<IoEngine> make_engine(std::string_view name, const AioConfig& co
       throw Error(fmt::format("I/O backend '{}' is not compiled into this build of swapcoord "
                               "(configure found no {}; install it and rebuild)",
                               name, entry.missing));
-    return std::make_unique<detail::ThreadedEngine>(entry.name, config, entry.factory);
+    return detail::make_threaded_engine(entry.name, config, entry.factory);
   }
   std::string known;
   for (const auto& entry : detail::kRegistry) known += std::string(known.empty() ? "" : ", ") + entry.name;

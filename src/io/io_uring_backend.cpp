@@ -1,7 +1,10 @@
 // io_uring backend (liburing). liburing calls return -errno.
 #include <liburing.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -61,12 +64,18 @@ class UringBackend final : public Backend {
   }
 
   std::size_t reap(std::size_t min_completions, std::span<Completion> out) override {
-    if (min_completions > 0) {
-      int rc;
-      do {
-        rc = io_uring_submit_and_wait(_ring.get(), static_cast<unsigned>(min_completions));
-      } while (rc == -EINTR || rc == -EAGAIN || rc == -EBUSY);
-      if (rc < 0) throw SystemError("io_uring: io_uring_submit_and_wait failed", -rc);
+    // EAGAIN (no memory for requests) and EBUSY (completion queue overflow) mean: reap
+    // what is there first. With nothing there yet, back off rather than spin.
+    auto backoff = std::chrono::microseconds(50);
+    while (min_completions > 0) {
+      const int rc = io_uring_submit_and_wait(_ring.get(), static_cast<unsigned>(min_completions));
+      if (rc >= 0) break;
+      if (rc == -EINTR) continue;
+      if (rc != -EAGAIN && rc != -EBUSY)
+        throw SystemError("io_uring: io_uring_submit_and_wait failed", -rc);
+      if (io_uring_cq_ready(_ring.get()) > 0) break;
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::microseconds(5000));
     }
     const unsigned room = static_cast<unsigned>(std::min(out.size(), _cqes.size()));
     const unsigned got = io_uring_peek_batch_cqe(_ring.get(), _cqes.data(), room);

@@ -95,13 +95,18 @@ std::pair<UniqueFd, bool> open_with_mode(const std::string& path, int flags, Dir
 
 }  // namespace
 
-SwapFile::SwapFile(std::string path, UniqueFd fd, bool direct, bool writable)
+OpenSwapFile::OpenSwapFile(std::string path, UniqueFd fd, bool direct, bool writable)
     : _path(std::move(path)), _fd(std::move(fd)), _direct(direct), _writable(writable) {
   if (_direct) {
     const auto alignment = statx_alignment(_fd.get(), "", AT_EMPTY_PATH);
     _memory_alignment = std::max<std::size_t>(alignment.memory, 1);
     _offset_alignment = std::max<std::size_t>(alignment.offset, 1);
   }
+}
+
+const OpenSwapFile& SwapFile::state() const noexcept {
+  static const OpenSwapFile closed;  // what a moved-from SwapFile reports
+  return _file ? *_file : closed;
 }
 
 SwapFile SwapFile::create(const std::string& path, std::uint64_t size_bytes, DirectMode direct) {
@@ -123,23 +128,25 @@ SwapFile SwapFile::create(const std::string& path, std::uint64_t size_bytes, Dir
       throw SystemError(fmt::format("cannot size swap file '{}' to {} bytes", path, size_bytes),
                         errno);
   }
-  return SwapFile(path, std::move(fd), is_direct, true);
+  return SwapFile(std::shared_ptr<const OpenSwapFile>(
+      new OpenSwapFile(path, std::move(fd), is_direct, true)));
 }
 
 SwapFile SwapFile::open(const std::string& path, DirectMode direct, bool writable) {
   const int flags = (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC;
   auto [fd, is_direct] = open_with_mode(path, flags, direct, "cannot open swap file");
-  return SwapFile(path, std::move(fd), is_direct, writable);
+  return SwapFile(std::shared_ptr<const OpenSwapFile>(
+      new OpenSwapFile(path, std::move(fd), is_direct, writable)));
 }
 
-std::uint64_t SwapFile::size_bytes() const {
+std::uint64_t OpenSwapFile::size_bytes() const {
   struct stat info{};
   if (::fstat(_fd.get(), &info) != 0)
     throw SystemError(fmt::format("cannot stat swap file '{}'", _path), errno);
   return static_cast<std::uint64_t>(info.st_size);
 }
 
-void SwapFile::sync() const {
+void OpenSwapFile::sync() const {
   while (::fdatasync(_fd.get()) != 0) {
     if (errno != EINTR) throw SystemError(fmt::format("fdatasync of '{}' failed", _path), errno);
   }

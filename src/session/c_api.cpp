@@ -230,7 +230,7 @@ std::unique_ptr<AioOp> start_op(swapcoord_aio_handle& h, sc::IoOp op, void* buff
 void finish_op(swapcoord_aio_handle& h, AioOp& op) {
   if (!op.submitted) return;
   op.submitted = false;
-  h.engine->wait(op.ticket);
+  h.engine->wait(std::move(op.ticket));
   if (op.op == sc::IoOp::read && !op.bounce.empty())
     std::memcpy(op.user, op.bounce.data(), op.bytes);
 }

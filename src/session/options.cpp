@@ -129,7 +129,11 @@ class Reader {
     if (value.is_number_unsigned()) {
       out = value.get<std::uint64_t>();
     } else if (value.is_number_integer()) {
-      fail(key, fmt::format("{} is negative (expected {})", value.dump(), expected));
+      // Signed storage: negative, or a non-negative int put into the document in code
+      // (to_json() writes `slots` that way; the parser stores it unsigned).
+      const std::int64_t signed_value = value.get<std::int64_t>();
+      if (signed_value < 0) fail(key, fmt::format("{} is negative (expected {})", value.dump(), expected));
+      out = static_cast<std::uint64_t>(signed_value);
     } else if (value.is_number_float()) {
       const double d = value.get<double>();
       if (!std::isfinite(d) || d < 0 || d != std::floor(d) || d >= 18446744073709551616.0)
@@ -478,6 +482,8 @@ nlohmann::json read_config_file(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw ConfigError(fmt::format("--config: '{}' is a directory", path));
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))  // a FIFO would block the open
+    throw ConfigError(fmt::format("--config: '{}' is not a regular file", path));
   errno = 0;
   std::ifstream in(path);
   const int error = errno;

@@ -14,16 +14,19 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <climits>
 #include <condition_variable>
 #include <cstring>
 #include <ctime>
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -34,11 +37,14 @@
 #include <xxhash.h>
 
 #include "swapcoord/buffer/pinned_allocation.hpp"
+#include "swapcoord/catalog/catalog_paths.hpp"
 #include "swapcoord/common/host.hpp"
 #include "swapcoord/common/log.hpp"
 #include "swapcoord/coord/mpi.hpp"
 #include "swapcoord/coord/watchdog.hpp"
 #include "swapcoord/io/io_engine.hpp"
+#include "swapcoord/io/job_lock.hpp"
+#include "swapcoord/io/private_fs.hpp"
 #include "swapcoord/io/swap_file.hpp"
 #include "swapcoord/swap/async_tensor_swapper.hpp"
 
@@ -239,16 +245,99 @@ struct PieceState {
 };
 
 constexpr std::uint64_t kNotPrefetched = ~std::uint64_t{0};
+constexpr int kCatalogPartTag = 7801;  // on Impl::parts_comm
+
+// A rank's catalog rows on their way to rank 0: the buffer lives until the send is done.
+class PartSend {
+ public:
+  PartSend() = default;
+  PartSend(const PartSend&) = delete;
+  PartSend& operator=(const PartSend&) = delete;
+  ~PartSend() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized || _request == MPI_REQUEST_NULL) return;
+    int done = 0;
+    MPI_Test(&_request, &done, MPI_STATUS_IGNORE);
+    if (done) return;
+    MPI_Cancel(&_request);  // a commit that failed before rank 0 took these rows
+    MPI_Wait(&_request, MPI_STATUS_IGNORE);
+  }
+  void start(std::vector<std::byte> bytes, MPI_Comm comm) {
+    _bytes = std::move(bytes);
+    if (_bytes.size() > static_cast<std::size_t>(INT_MAX))
+      throw Error(fmt::format("catalog: this rank's rows take {} bytes, more than one message carries", _bytes.size()));
+    mpi_check(MPI_Isend(_bytes.data(), static_cast<int>(_bytes.size()), MPI_BYTE, 0, kCatalogPartTag, comm, &_request),
+              "MPI_Isend (catalog rows)");
+  }
+  // Rank 0 takes every part it is sent, a late one of a failed commit included.
+  void wait() {
+    if (_request != MPI_REQUEST_NULL) mpi_check(MPI_Wait(&_request, MPI_STATUS_IGNORE), "MPI_Wait (catalog rows)");
+  }
+
+ private:
+  std::vector<std::byte> _bytes;
+  MPI_Request _request = MPI_REQUEST_NULL;
+};
+
+// Rank 0: every rank's packed rows of epoch `epoch` (its own first), each waited for until
+// `timeout` has passed; rows of an earlier, failed commit are dropped. Throws naming the
+// ranks whose rows did not come.
+std::vector<std::vector<std::byte>> receive_catalog_parts(MPI_Comm comm, int epoch, std::vector<std::byte> own,
+                                                          std::chrono::milliseconds timeout) {
+  int size = 1;
+  mpi_check(MPI_Comm_size(comm, &size), "MPI_Comm_size");
+  std::vector<std::vector<std::byte>> parts(static_cast<std::size_t>(size));
+  std::vector<bool> got(static_cast<std::size_t>(size), false);
+  parts[0] = std::move(own);
+  got[0] = true;
+  int missing = size - 1;
+  const auto deadline = Clock::now() + timeout;
+  auto pause = std::chrono::microseconds(20);
+  while (missing > 0) {
+    int flag = 0;
+    MPI_Status status{};
+    mpi_check(MPI_Iprobe(MPI_ANY_SOURCE, kCatalogPartTag, comm, &flag, &status), "MPI_Iprobe (catalog rows)");
+    if (!flag) {
+      if (Clock::now() > deadline) break;
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(2000));
+      continue;
+    }
+    int count = 0;
+    mpi_check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count (catalog rows)");
+    std::vector<std::byte> bytes(static_cast<std::size_t>(count));
+    mpi_check(MPI_Recv(bytes.data(), count, MPI_BYTE, status.MPI_SOURCE, kCatalogPartTag, comm, MPI_STATUS_IGNORE),
+              "MPI_Recv (catalog rows)");
+    const auto from = static_cast<std::size_t>(status.MPI_SOURCE);
+    if (catalog_part_epoch(bytes) != epoch || got[from]) continue;  // a failed commit's
+    parts[from] = std::move(bytes);
+    got[from] = true;
+    --missing;
+  }
+  if (missing > 0) {
+    std::string ranks;
+    for (int r = 0; r < size; ++r)
+      if (!got[static_cast<std::size_t>(r)]) ranks += fmt::format("{}{}", ranks.empty() ? "" : ",", r);
+    throw Error(fmt::format("the catalog rows of ranks {} did not reach rank 0 within {:.3g} s", ranks,
+                            std::chrono::duration<double>(timeout).count()));
+  }
+  return parts;
+}
+constexpr const char* kJobLockName = ".swapcoord.lock";             // in <root>/<job>
+constexpr const char* kCatalogLockName = ".swapcoord-catalog.lock";  // in the catalog directory
 
 }  // namespace
 
 // ---- the session ---------------------------------------------------------------------
 
 struct SwapSession::Impl {
+  std::vector<JobLock> locks;  // first: released last, after the files are closed
   SessionOptions options;
   std::vector<TensorSpec> tensors;
   std::string who;  // "rank N@host"
   std::optional<Topology> topo;
+  std::vector<std::string> roots;  // this node's, absolute: the only ones a resumed catalog may be read from
   SwapPlan plan;
   std::span<const PlanPiece> mine;
   std::vector<std::int32_t> local_of_tensor;  // tensor id -> index into mine, or -1
@@ -276,6 +365,8 @@ struct SwapSession::Impl {
   std::deque<std::pair<std::uint32_t, std::uint64_t>> prefetch_live;
   std::uint64_t prefetch_head = 0;           // where the next prefetched piece goes
   std::optional<PhaseSync> sync;
+  Comm parts_comm;     // the commit's rows to rank 0
+  PartSend part_send;  // this rank's rows of the last commit (ranks other than 0)
   std::optional<Watchdog> watchdog;
   std::chrono::milliseconds timeout{0};
   mutable std::mutex stats_mutex;
@@ -403,12 +494,33 @@ void SwapSession::Impl::ensure_files(int slot) {
   if (!out.empty() || file_count == 0) return;
   std::vector<SwapFile> made;
   made.reserve(file_count);
-  for (std::size_t k = 0; k < file_count; ++k) {
-    const std::filesystem::path path = file_path(k, slot);
-    std::error_code ec;
-    std::filesystem::create_directories(path.parent_path(), ec);
-    if (ec) throw SystemError(fmt::format("cannot create directory '{}'", path.parent_path().string()), ec.value());
-    made.push_back(SwapFile::create(path.string(), plan.files[first_file + k].size_bytes, options.aio.direct));
+  std::map<std::string, std::pair<UniqueFd, bool>> dirs;  // rank directory -> (open, holds a new file)
+  std::vector<std::string> created;                       // files this call made (removed if it fails)
+  try {
+    for (std::size_t k = 0; k < file_count; ++k) {
+      const PlanFile& f = plan.files[first_file + k];
+      const std::string root = absolute_path(topo->roots().at(static_cast<std::size_t>(f.root)));
+      const std::string relative_dir =
+          std::filesystem::path(file_relative_path(f, options.job, physical_slot(slot))).parent_path().string();
+      auto dir = dirs.find(root + "/" + relative_dir);
+      if (dir == dirs.end())
+        dir = dirs.emplace(root + "/" + relative_dir,
+                           std::pair{open_private_subdirs(root, relative_dir, "swap files"), false}).first;
+      const std::string path = file_path(k, slot);
+      struct stat st {};
+      const bool existed = ::lstat(path.c_str(), &st) == 0;
+      if (!existed) created.push_back(path);
+      made.push_back(SwapFile::create(path, f.size_bytes, options.aio.direct));
+      if (::fchmod(made.back().fd(), 0600) != 0) throw SystemError(fmt::format("cannot chmod 0600 '{}'", path), errno);
+      if (!existed) dir->second.second = true;
+    }
+    // New names are durable before any catalog can name them.
+    for (const auto& [path, dir] : dirs)
+      if (dir.second) fsync_fd(dir.first.get(), path);
+  } catch (...) {
+    made.clear();
+    for (const auto& path : created) ::unlink(path.c_str());  // a full disk keeps no half-made file
+    throw;
   }
   out = std::move(made);
   dirty[static_cast<std::size_t>(slot)].assign(file_count, 0);
@@ -515,9 +627,8 @@ void SwapSession::Impl::read_inherited(std::size_t li, FunctionRef<void(std::uin
     for (const CatalogSegment& seg : segments) {
       auto& file = resumed_files.at(seg.file);
       if (!file) {
-        const std::string path = resumed->file_path(seg.file);
         try {
-          file.emplace(SwapFile::open(path, options.aio.direct));
+          file.emplace(SwapFile::open(checked_file_path(*resumed, seg.file, roots), options.aio.direct));
         } catch (const std::exception& e) {
           throw Error(missing_inherited(p, seg.file, e.what()));
         }
@@ -729,8 +840,14 @@ void SwapSession::Impl::check_resumed_files() {
     resumed_index->locate(p.tensor, begin, begin + p.bytes, segments);
     for (const auto& seg : segments) {
       if (checked[seg.file]++) continue;
-      need(resumed->file_path(seg.file), resumed->files[seg.file].size,
-           [&](const std::string& why) { return missing_inherited(p, seg.file, why); });
+      const auto what = [&](const std::string& why) { return missing_inherited(p, seg.file, why); };
+      std::string path;
+      try {
+        path = checked_file_path(*resumed, seg.file, roots);
+      } catch (const Error& e) {
+        throw Error(what(e.what()));
+      }
+      need(path, resumed->files[seg.file].size, what);
     }
   }
 }
@@ -764,9 +881,8 @@ void check_catalog_dir(const Topology& topo, const std::string& dir, bool defaul
     token = fmt::format("{:08x}{:08x}{:08x}", random(), random(), random());
     name = fmt::format(".swapcoord-token-{}", token.substr(0, 8));
     try {
-      std::error_code ec;
-      std::filesystem::create_directories(dir, ec);
-      if (ec) throw SystemError(fmt::format("cannot create the catalog directory '{}'", dir), ec.value());
+      make_private_dirs(dir, "swap.catalog_dir");
+      if (const std::string bad = check_private_dir(dir, "the catalog directory"); !bad.empty()) throw Error(bad);
       const std::string path = dir + "/" + name;
       const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
       if (fd < 0) throw SystemError(fmt::format("cannot write a token into the catalog directory '{}'", path), errno);
@@ -807,6 +923,84 @@ void check_catalog_dir(const Topology& topo, const std::string& dir, bool defaul
         "swap.catalog_dir: {}. Every rank must reach the catalog directory: set swap.catalog_dir "
         "(--catalog-dir) to a directory on a filesystem shared by all nodes{}", message,
         defaulted ? " (the default, rank 0's first root, is node-local)" : ""));
+}
+
+// Two jobs must not write the same files: rank 0 locks the catalog directory, and every
+// rank locks its byte of the job directory's lock file in each root it writes. (Per rank,
+// not per node: two nodes of one job may share a root.)
+void lock_job(SwapSession::Impl& s) {
+  collectively(s.world(), s.who, [&] {
+    const int rank = s.topo->rank();
+    if (rank == 0)
+      s.locks.push_back(JobLock::acquire(s.catalog_dir, kCatalogLockName, 0,
+                                         fmt::format("the catalog directory of job '{}'", s.options.job)));
+    std::set<std::int32_t> roots;
+    for (std::size_t k = 0; k < s.file_count; ++k) roots.insert(s.plan.files[s.first_file + k].root);
+    for (const std::int32_t i : roots) {
+      const std::string root = absolute_path(s.topo->roots().at(static_cast<std::size_t>(i)));
+      (void)open_private_subdirs(root, s.options.job, "swap files");
+      s.locks.push_back(JobLock::acquire(root + "/" + s.options.job, kJobLockName, static_cast<std::uint32_t>(rank),
+                                         fmt::format("job '{}', rank {}", s.options.job, rank)));
+    }
+    for (const JobLock& lock : s.locks)
+      if (!lock.took_over().empty())
+        log::warn(fmt::format("{}: took over the lock '{}' from a job that did not end cleanly ({})", s.who,
+                              lock.path(), lock.took_over()));
+  });
+}
+
+std::string gib(std::uint64_t bytes) { return fmt::format("{:.3f} GiB", static_cast<double>(bytes) / (1ULL << 30)); }
+
+// Before any file is made: the plan must fit in each node's roots. Each rank adds what its
+// files will take in each root (both slots; less what files already there hold), the
+// node adds its ranks up, and the node's first rank compares each filesystem's sum with
+// what statvfs says is free. A job that does not fit stops here, not with a full disk.
+void check_free_space(const SwapSession::Impl& s) {
+  const Topology& t = *s.topo;
+  std::vector<std::uint64_t> need(t.roots().size(), 0);
+  for (std::size_t k = 0; k < s.file_count; ++k) {
+    const PlanFile& f = s.plan.files[s.first_file + k];
+    for (int slot = 0; slot < s.options.slots; ++slot) {
+      std::uint64_t held = 0;
+      struct stat st {};
+      if (::stat(s.file_path(k, slot).c_str(), &st) == 0 && S_ISREG(st.st_mode))
+        held = std::min<std::uint64_t>(static_cast<std::uint64_t>(st.st_blocks) * 512, f.size_bytes);
+      need.at(static_cast<std::size_t>(f.root)) += f.size_bytes - held;
+    }
+  }
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, need.data(), static_cast<int>(need.size()), MPI_UINT64_T, MPI_SUM,
+                          t.node_comm()),
+            "MPI_Allreduce (free space)");
+  std::string problem;
+  if (t.local_rank() == 0) {
+    std::map<dev_t, std::pair<std::uint64_t, std::vector<std::size_t>>> per_fs;  // device -> (need, roots)
+    for (std::size_t i = 0; i < need.size(); ++i) {
+      struct stat st {};
+      if (::stat(t.roots()[i].c_str(), &st) != 0) continue;  // check_roots said why already
+      per_fs[st.st_dev].first += need[i];
+      per_fs[st.st_dev].second.push_back(i);
+    }
+    for (const auto& [dev, entry] : per_fs) {
+      const std::string& root = t.roots()[entry.second.front()];
+      struct statvfs fs {};
+      if (::statvfs(root.c_str(), &fs) != 0) {
+        problem = errno_message(fmt::format("statvfs of swap root '{}'", root), errno);
+        break;
+      }
+      const std::uint64_t free_bytes = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+      if (entry.first > free_bytes) {
+        std::string roots;
+        for (const std::size_t i : entry.second) roots += fmt::format("{}'{}'", roots.empty() ? "" : ", ", t.roots()[i]);
+        problem = fmt::format("swap.roots: the plan puts {} ({} bytes, {} slot{}) in swap root {} on node {} (host {}), "
+                              "whose filesystem has {} ({} bytes) free: the job does not fit; free space there, give "
+                              "more roots or nodes, or use fewer slots", gib(entry.first), entry.first, s.options.slots,
+                              s.options.slots == 1 ? "" : "s", roots, t.node(), t.host(), gib(free_bytes), free_bytes);
+        break;
+      }
+    }
+  }
+  const auto [bad, message] = first_message(t.world(), problem);
+  if (bad >= 0) throw ConfigError(message);
 }
 
 // The first key path where `a` and `b` differ ("" when they are equal), with both values.
@@ -989,11 +1183,7 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
         throw ConfigError(fmt::format("swap.roots: '{}...' has {} bytes as an absolute path; the catalog holds root "
                                       "paths of up to 1023 bytes", root.substr(0, 60), absolute_path(root).size()));
     if (o.create_roots)
-      for (const auto& root : o.roots) {
-        std::error_code ec;
-        std::filesystem::create_directories(root, ec);
-        if (ec) throw SystemError(fmt::format("swap.roots: cannot create the swap root '{}'", root), ec.value());
-      }
+      for (const auto& root : o.roots) make_private_dirs(root, "swap.roots");
   });
   {  // every rank must be given the same options (the roots may differ between nodes) and call
      // the same function: a difference would give an unusable catalog or a hang
@@ -1013,6 +1203,7 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
       if (bad >= 0) throw ConfigError(message);
     }
     s->topo->check_roots();
+    for (const auto& root : s->topo->roots()) s->roots.push_back(absolute_path(root));
     s->plan = make_plan(s->tensors, s->topo->plan_topology(), o.plan);
     check_plan_agreement(s->world(), s->plan.fingerprint());
   } catch (const MpiError&) {
@@ -1044,7 +1235,11 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
   s->catalog_dir = broadcast_string(
       s->world(), absolute_path(defaulted ? s->topo->my_root() + "/" + o.job : o.catalog_dir));
   check_catalog_dir(*s->topo, s->catalog_dir, defaulted);
-  if (!resume) refuse_or_replace_catalog(*s);
+  lock_job(*s);
+  if (!resume) {
+    check_free_space(*s);  // before overwrite removes anything
+    refuse_or_replace_catalog(*s);
+  }
 
   if (resume) {
     try {  // the same on every rank: rank 0 loaded it
@@ -1061,6 +1256,7 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
     s->resumed_files.resize(s->resumed->files.size());
     s->committed_epoch = s->resumed->epoch;
     s->repartitioned = !adopt_catalog(*s);
+    check_free_space(*s);  // after adopt_catalog: which files exist depends on the generation
   }
   collectively(s->world(), s->who, [&] {
     if (s->resumed) s->check_resumed_files();
@@ -1090,6 +1286,7 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
     s->digests.reserve(s->mine.size());
   });
   s->sync.emplace(s->world(), s->timeout);
+  s->parts_comm = Comm::dup(s->world());
   return s;
 }
 
@@ -1170,14 +1367,24 @@ SwapFigures SwapSession::swap_in_stream(std::span<const std::uint32_t> ids, Piec
 
 void SwapSession::wait_all() { _impl->wait_all(); }
 
+// The commit, in three steps, each wait with the phase deadline (PhaseSync names the
+// ranks that do not arrive, rank 0 included): (1) every rank syncs the files it wrote and
+// packs its catalog rows, and all agree that every rank did; (2) each rank sends its rows
+// to rank 0 (point to point; rank 0 waits for them with the deadline); (3) rank 0 writes
+// the catalog and renames it into place (the commit), and every rank learns the outcome.
 int SwapSession::commit() {
   Impl& s = *_impl;
   const auto start = Clock::now();
   const int epoch = s.committed_epoch + 1;
-  Watchdog::Scope guard(*s.watchdog, fmt::format("the commit of epoch {}", epoch), s.timeout);
-  std::array<bool, 2> used{false, false};  // slots holding a piece after this commit
-  std::uint64_t count = 0;                 // this rank's catalog files
-  collectively(s.world(), s.who, [&] {
+  // A backstop only: every wait below has the deadline. A rank stuck in the kernel (an
+  // fsync on a dead disk) is what this catches.
+  Watchdog::Scope guard(*s.watchdog, fmt::format("the commit of epoch {}", epoch),
+                        s.timeout * 3 + std::chrono::duration_cast<std::chrono::milliseconds>(PhaseSync::kGrace) * 3);
+  const Topology& t = *s.topo;
+  Catalog header;
+  std::vector<std::byte> packed;
+  PhaseReport local;
+  try {
     s.wait_all();
     for (std::size_t li = 0; li < s.mine.size(); ++li) {
       const PieceState& st = s.states[li];
@@ -1190,17 +1397,9 @@ int SwapSession::commit() {
         for (std::size_t k = 0; k < s.dirty[slot].size(); ++k)
           if (s.dirty[slot][k]) s.files[slot][k].sync();
     s.stage("commit");
+    std::array<bool, 2> used{false, false};  // slots holding a piece after this commit
     for (const auto& st : s.states)
       used[static_cast<std::size_t>(st.kind == PieceState::Kind::pending ? st.pending_slot : st.committed_slot)] = true;
-    count = (used[0] + used[1]) * s.file_count;
-  });
-  std::uint64_t base = 0;  // this rank's first index in /files
-  mpi_check(MPI_Exscan(&count, &base, 1, MPI_UINT64_T, MPI_SUM, s.world()), "MPI_Exscan (catalog files)");
-  if (s.topo->rank() == 0) base = 0;
-  Catalog header;
-  CatalogPart part;
-  collectively(s.world(), s.who, [&] {
-    const Topology& t = *s.topo;
     header.job = s.options.job;
     header.epoch = epoch;
     header.slots = s.options.slots;
@@ -1214,6 +1413,9 @@ int SwapSession::commit() {
     header.plan_fingerprint = fmt::format("{:016x}", s.plan.fingerprint());
     header.config_json = s.options.to_json().dump();
     header.created = utc_now();
+    // This rank's rows; a row's file is its index among this rank's files (rank 0 numbers
+    // them across ranks).
+    CatalogPart part;
     const std::array<std::uint64_t, 2> slot_base{0, used[0] ? s.file_count : 0};
     for (std::size_t li = 0; li < s.mine.size(); ++li) {
       const PlanPiece& p = s.mine[li];
@@ -1222,7 +1424,7 @@ int SwapSession::commit() {
       const auto slot = static_cast<std::size_t>(pending ? st.pending_slot : st.committed_slot);
       part.tensors.push_back({p.tensor, s.tensors[p.tensor].name, s.tensors[p.tensor].dtype, p.numel,
                               p.element_offset, p.shard, p.shard_count, p.owner, p.node, p.root,
-                              static_cast<std::uint32_t>(base + slot_base[slot] + (p.file - s.first_file)), p.offset,
+                              static_cast<std::uint32_t>(slot_base[slot] + (p.file - s.first_file)), p.offset,
                               p.bytes, p.aligned_bytes, pending ? st.pending_checksum : st.committed_checksum,
                               pending ? st.pending_version : st.committed_version});
     }
@@ -1236,35 +1438,43 @@ int SwapSession::commit() {
     if (t.local_rank() == 0)
       for (std::size_t i = 0; i < t.roots().size(); ++i)
         part.roots.push_back({t.node(), static_cast<std::int32_t>(i), absolute_path(t.roots()[i])});
-    std::lock_guard lock(s.stats_mutex);
-    part.rank = {t.rank(), t.node(), t.local_rank(), t.host(), s.plan.rank_bytes[static_cast<std::size_t>(t.rank())],
-                 s.stats.swap_out.seconds, s.stats.swap_in.seconds};
-  });
-  // The commit is rank 0's rename. If commit_catalog fails, whether that rename happened
-  // decides what is committed now: rank 0 looks (1 = epoch `epoch` is in place, 0 = the
-  // previous catalog is, -1 = cannot tell).
-  std::optional<PhaseError> failure;
-  try {
-    commit_catalog(s.world(), s.catalog_dir, header, part, s.commit_stage);
-  } catch (const MpiError&) {
-    throw;
-  } catch (const Error& e) {  // commit_catalog throws alike on every rank
-    failure.emplace(e.what(), -1);
+    {
+      std::lock_guard lock(s.stats_mutex);
+      part.rank = {t.rank(), t.node(), t.local_rank(), t.host(), s.plan.rank_bytes[static_cast<std::size_t>(t.rank())],
+                   s.stats.swap_out.seconds, s.stats.swap_in.seconds};
+    }
+    packed = pack_catalog_part(epoch, part);
+  } catch (const std::exception& e) {
+    local.failed = true;
+    local.message = fmt::format("{}: {}", s.who, e.what());
   }
-  int committed = 1;
-  if (failure) {
-    if (s.topo->rank() == 0) {
+  s.sync->end_phase("commit: rows", epoch, local);  // PhaseError on every rank if one failed
+
+  // Rank 0 has the commit's outcome in `written.wrong`: 0 committed, 1 failed with the
+  // previous catalog in place, 2 failed and cannot tell, 3 committed but a later step failed.
+  PhaseReport written;
+  if (t.rank() != 0) {
+    s.part_send.wait();  // the previous commit's rows (taken long ago)
+    s.part_send.start(std::move(packed), s.parts_comm.get());
+  } else {
+    try {
+      std::vector<std::vector<std::byte>> parts = receive_catalog_parts(s.parts_comm.get(), epoch, std::move(packed),
+                                                                        s.timeout);
+      write_catalog(s.catalog_dir, header, parts, s.commit_stage);
+    } catch (const std::exception& e) {
+      written.message = fmt::format("{}: {}", s.who, e.what());
       try {
-        committed = load_catalog(catalog_path()).epoch == epoch ? 1 : 0;
+        written.wrong = load_catalog(catalog_path()).epoch == epoch ? 3 : 1;
       } catch (const std::exception&) {
-        committed = std::filesystem::exists(catalog_path()) ? -1 : 0;
+        written.wrong = std::filesystem::exists(catalog_path()) ? 2 : 1;
       }
     }
-    mpi_check(MPI_Bcast(&committed, 1, MPI_INT, 0, s.world()), "MPI_Bcast (commit outcome)");
   }
-  s.commit_uncertain = committed < 0;
-  if (committed == 1) s.committed(epoch);
-  if (failure) throw *failure;
+  const PhaseStats outcome = s.sync->end_phase("commit: catalog", epoch, written);
+  s.commit_uncertain = outcome.wrong == 2;
+  if (outcome.wrong == 0 || outcome.wrong == 3) s.committed(epoch);
+  if (outcome.wrong != 0)
+    throw PhaseError(fmt::format("catalog commit of epoch {} failed: {}", epoch, outcome.notes), 0);
   SwapFigures f;
   f.seconds = seconds_since(start);
   s.add_stats(&SessionStats::commit, f);
@@ -1299,7 +1509,7 @@ SessionCheck SwapSession::verify() {
   try {  // both throw alike on every rank
     const Catalog c = load_catalog_collective(s.world(), catalog_path());
     const CatalogCheck check =
-        verify_catalog_collective(s.world(), c, *s.engine, s.options.buffer_size, s.options.aio.direct);
+        verify_catalog_collective(s.world(), c, *s.engine, s.options.buffer_size, s.options.aio.direct, s.roots);
     return {check.pieces, check.bytes, check.mismatches, check.notes};
   } catch (const MpiError&) {
     throw;
@@ -1371,7 +1581,7 @@ void SwapSession::remove_files() {
   if (s.resumed && s.topo->local_rank() == 0)
     for (std::uint32_t i = 0; i < s.resumed->files.size(); ++i) {
       try {
-        const std::filesystem::path path = s.resumed->file_path(i);
+        const std::filesystem::path path = checked_file_path(*s.resumed, i, s.roots);
         ::unlink(path.c_str());
         dirs.insert(path.parent_path().string());
       } catch (const std::exception&) {
@@ -1383,10 +1593,15 @@ void SwapSession::remove_files() {
   if (me == 0) {
     ::unlink((s.catalog_dir + "/catalog.h5").c_str());
     ::unlink((s.catalog_dir + "/catalog.h5.tmp").c_str());
+    ::unlink((s.catalog_dir + "/" + kCatalogLockName).c_str());
     ::rmdir(s.catalog_dir.c_str());
   }
   if (s.topo->local_rank() == 0)
-    for (const auto& root : s.topo->roots()) ::rmdir((std::filesystem::path(absolute_path(root)) / s.options.job).c_str());
+    for (const auto& root : s.topo->roots()) {
+      const auto job_dir = std::filesystem::path(absolute_path(root)) / s.options.job;
+      ::unlink((job_dir / kJobLockName).c_str());
+      ::rmdir(job_dir.c_str());
+    }
   mpi_check(MPI_Barrier(s.world()), "MPI_Barrier (remove_files)");
 }
 

@@ -106,7 +106,7 @@ void AsyncTensorSwapper::wait(Slot& slot) {
   if (!slot.busy) return;
   const auto start = Clock::now();
   slot.busy = false;
-  _engine.wait(slot.ticket);
+  (void)_engine.wait(std::move(slot.ticket));
   _stats.wait_seconds += seconds_since(start);
 }
 
@@ -115,7 +115,7 @@ void AsyncTensorSwapper::drain() noexcept {
     if (!slot.busy) continue;
     slot.busy = false;
     try {
-      _engine.wait(slot.ticket);
+      (void)_engine.wait(std::move(slot.ticket));
     } catch (...) {
       // Already failing: the first error is the one being reported.
     }

@@ -17,6 +17,11 @@ IoTicket submit(IoEngine& engine, IoOp op, std::span<const TensorView> views,
   // Reused per thread so that the steady state does not allocate.
   thread_local std::vector<IoRequest> requests;
   requests.clear();
+  // Emptied on the way out (capacity kept), so that no file reference outlives the call.
+  struct Clear {
+    std::vector<IoRequest>& list;
+    ~Clear() { list.clear(); }
+  } clear_on_return{requests};
   for (std::size_t i = 0; i < views.size(); ++i) {
     if (!views[i].device.is_cpu())
       throw Error(fmt::format("swap_{}_tensors: tensor {} is on {}; stage it in host memory first",

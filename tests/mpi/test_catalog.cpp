@@ -713,6 +713,169 @@ TEST(CatalogCommit, AFailureOnOneRankFailsOnEveryRankNamingIt) {
   EXPECT_THAT(message, AllOf(HasSubstr("rank " + std::to_string(size - 1)), HasSubstr("tensor name")));
 }
 
+// ---- what rank 0 does to the file system: links, modes, write errors, long paths ----------
+
+// A symbolic link planted at catalog.h5.tmp (a crash leaves that name behind, and anyone who
+// can write the directory can plant one), to a file and to a name that does not exist: the
+// commit neither writes through it nor creates its target, and the link is gone afterwards.
+TEST(CatalogCommit, ALinkAtTheTemporaryNameIsNotFollowed) {
+  SharedTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string path = dir.path() + "/catalog.h5", tmp = path + ".tmp";
+  const std::string victim = dir.path() + "/victim", absent = dir.path() + "/absent";
+  const std::vector<char> original(5000, 'v');
+  int epoch = 1;
+  for (const std::string& target : {victim, absent}) {
+    SCOPED_TRACE("catalog.h5.tmp -> " + target);
+    if (world_rank() == 0) {
+      if (target == victim) write_bytes(victim, original);
+      fs::remove(tmp);
+      fs::create_symlink(target, tmp);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    ASSERT_TRUE(commit_layout(dir.path(), epoch));
+    EXPECT_EQ(read_bytes(victim), original) << "the link's target was written";
+    EXPECT_FALSE(fs::exists(absent)) << "the link's target was created";
+    EXPECT_FALSE(fs::exists(fs::symlink_status(tmp))) << "catalog.h5.tmp is still there";
+    EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(path)));
+    try {
+      EXPECT_EQ(load_catalog(path).epoch, epoch);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "rank " << world_rank() << ": " << e.what();
+    }
+    ++epoch;
+    MPI_Barrier(MPI_COMM_WORLD);  // every rank has looked before rank 0 plants the next link
+  }
+}
+
+// catalog.h5 is a symbolic link: the commit's rename replaces the link with the new catalog
+// and leaves the link's target as it was.
+TEST(CatalogCommit, ALinkAtTheCatalogNameIsReplacedNotFollowed) {
+  SharedTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string path = dir.path() + "/catalog.h5", victim = dir.path() + "/victim";
+  const std::vector<char> original(5000, 'v');
+  if (world_rank() == 0) {
+    write_bytes(victim, original);
+    fs::create_symlink(victim, path);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  ASSERT_TRUE(commit_layout(dir.path(), 3));
+  EXPECT_EQ(read_bytes(victim), original) << "the link's target was written";
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(path))) << "catalog.h5 is still a link";
+  try {
+    EXPECT_EQ(load_catalog(path).epoch, 3);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "rank " << world_rank() << ": " << e.what();
+  }
+}
+
+// The catalog is 0600 whatever the umask: 000 would give 0666 to a file created the usual
+// way, 0277 would give 0400.
+TEST(CatalogCommit, TheCatalogIsMode0600WhateverTheUmask) {
+  SharedTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string path = dir.path() + "/catalog.h5";
+  int epoch = 1;
+  for (const mode_t mask : {mode_t{0}, mode_t{0277}}) {
+    const mode_t old = ::umask(mask);
+    const bool ok = commit_layout(dir.path(), epoch++);
+    ::umask(old);
+    ASSERT_TRUE(ok);
+    struct stat st {};
+    ASSERT_EQ(::lstat(path.c_str(), &st), 0) << std::strerror(errno);
+    EXPECT_TRUE(S_ISREG(st.st_mode));
+    EXPECT_EQ(st.st_mode & 07777, 0600u) << "umask " << std::oct << mask << ": mode " << (st.st_mode & 07777);
+  }
+}
+
+// A write that fails on rank 0 (EFBIG from a file size limit; ENOSPC on a real full file
+// system is run.catalog_enospc) fails on every rank within seconds, naming the temporary
+// file and the errno text; the temporary file is removed and the previous catalog stays.
+TEST(CatalogCommit, AFailedWriteNamesTheFileAndErrnoAndKeepsThePreviousCatalog) {
+  SharedTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const int rank = world_rank();
+  const std::string path = dir.path() + "/catalog.h5", tmp = path + ".tmp";
+  ASSERT_TRUE(commit_layout(dir.path(), 1));
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  void (*old_handler)(int) = SIG_DFL;
+  if (rank == 0) {  // rank 0 alone writes the catalog; 1 KiB is less than any catalog
+    old_handler = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit small = old;
+    small.rlim_cur = 1024;
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::string message = expect_throw_on_all_ranks<Error>([&] {
+    commit_catalog(MPI_COMM_WORLD, dir.path(), make_header(2, world_size()),
+                   make_part(rank, 2, dir.path(), rows_plus_one));
+  });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (rank == 0) {
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    ::signal(SIGXFSZ, old_handler);
+  }
+  EXPECT_THAT(message, AllOf(HasSubstr("epoch 2"), HasSubstr("rank 0"), HasSubstr("'" + tmp + "'"),
+                             HasSubstr(std::strerror(EFBIG))));
+  EXPECT_LT(seconds, 10.0);
+  EXPECT_FALSE(fs::exists(fs::symlink_status(tmp))) << "the temporary file was left behind";
+  bool ok = false;
+  try {
+    ok = load_catalog(path).epoch == 1;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "rank " << rank << ": " << e.what();
+  }
+  EXPECT_TRUE(all_ranks(ok)) << "the committed epoch 1 is still the catalog";
+}
+
+// A directory path of exactly `length` bytes: `base` and nested directories of at most 200
+// bytes each.
+std::string long_directory(const std::string& base, std::size_t length) {
+  std::string path = base;
+  while (path.size() + 1 < length) {
+    std::size_t part = std::min<std::size_t>(200, length - path.size() - 1);
+    if (length - path.size() - 1 - part == 1) --part;  // never leave one byte, too few for "/d"
+    path += '/';
+    path.append(part, 'd');
+  }
+  return path;
+}
+
+// A catalog directory of 1000 bytes and roots of 1010 (the roots' field holds 1023): the
+// commit (twice: a new catalog, then its replacement) and the collective load work. Through
+// MPI-IO (Open MPI's ompio) a path longer than about 240 bytes aborted the job.
+TEST(CatalogCommit, PathsOf1000BytesRoundTrip) {
+  SharedTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const int size = world_size();
+  const std::string deep = long_directory(dir.path(), 1000);
+  ASSERT_EQ(deep.size(), 1000u);
+  bool made = true;
+  if (world_rank() == 0) {
+    std::error_code error;
+    fs::create_directories(deep, error);
+    made = !error;
+  }
+  ASSERT_TRUE(all_ranks(made));
+  ASSERT_TRUE(commit_layout(deep, 1));
+  ASSERT_TRUE(commit_layout(deep, 2));
+  bool loaded = false;
+  try {
+    const Catalog c = load_catalog_collective(MPI_COMM_WORLD, deep + "/catalog.h5");
+    loaded = true;
+    expect_catalog(c, make_header(2, size), all_parts(size, 2, deep, rows_plus_one));
+    ASSERT_FALSE(c.roots.empty());
+    EXPECT_EQ(c.roots.front().path.size(), 1010u);
+    EXPECT_EQ(c.file_path(0), root_dir(deep, 0, 0) + "/job-cat/rank-0/slot-0.swp");
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "rank " << world_rank() << ": " << e.what();
+  }
+  EXPECT_TRUE(all_ranks(loaded));
+  EXPECT_FALSE(fs::exists(deep + "/catalog.h5.tmp"));
+}
+
 // =====================================================================================
 // 2. loader rejections
 // =====================================================================================

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -524,6 +525,77 @@ TEST(PhaseSyncTimeout, RankZeroNamesThePhaseTheEpochAndTheMissingRanks) {
     sync->begin("swap-in", 17, report_of(rank));  // arrives; never waits for the outcome
   }
   // The missing ranks wait here without arriving; rank 0 joins after its timeout.
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// Rank 0 is the one that stops: every other rank ends within the timeout plus the grace,
+// naming rank 0 (it used to wait 1.5 x timeout + 5 s and blame no one).
+TEST(PhaseSyncTimeout, EveryRankNamesAMissingRankZeroWithinTheTimeout) {
+  const int rank = world_rank(), size = world_size();
+  if (size < 2) GTEST_SKIP() << "needs a rank that does not arrive";
+  constexpr auto timeout = 300ms;
+  auto sync = std::make_unique<PhaseSync>(MPI_COMM_WORLD, timeout);
+  if (rank != 0) {
+    const auto start = Clock::now();
+    try {
+      sync->end_phase("swap-out", 4, report_of(rank));
+      ADD_FAILURE() << "end_phase returned although rank 0 never arrived";
+    } catch (const PhaseTimeout& e) {
+      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      EXPECT_GE(elapsed, 0.3);
+      EXPECT_LT(elapsed, 0.3 + 1.0) << "a rank waited " << elapsed << " s for a 0.3 s timeout";
+      EXPECT_THAT(std::string(e.what()), AllOf(HasSubstr("swap-out"), HasSubstr("epoch 4"),
+                                               HasSubstr("rank 0, which collects the phase, did not arrive")));
+    }
+    // No further phase on a PhaseSync that timed out.
+    EXPECT_THROW(sync->end_phase("swap-in", 4, report_of(rank)), PhaseTimeout);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// Rank 0 arrives late and the last rank never: the early ranks' deadline passes first,
+// they give up, and rank 0 answers at once naming the missing rank; all of them end within
+// the timeout plus the grace from their own arrival.
+TEST(PhaseSyncTimeout, RanksThatGiveUpLearnTheMissingRanksFromRankZero) {
+  const int rank = world_rank(), size = world_size();
+  if (size < 3) GTEST_SKIP() << "needs rank 0, an early rank and a missing rank";
+  constexpr auto timeout = 400ms;
+  auto sync = std::make_unique<PhaseSync>(MPI_COMM_WORLD, timeout);
+  const int missing = size - 1;
+  const std::string missing_text = "ranks " + std::to_string(missing) + " did not";
+  if (rank != missing) {
+    if (rank == 0) std::this_thread::sleep_for(250ms);
+    const auto start = Clock::now();
+    try {
+      sync->end_phase("commit", 9, report_of(rank));
+      ADD_FAILURE() << "end_phase returned although rank " << missing << " never arrived";
+    } catch (const PhaseTimeout& e) {
+      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      EXPECT_LT(elapsed, 0.4 + 1.0) << "rank " << rank << " waited " << elapsed << " s";
+      EXPECT_THAT(std::string(e.what()), AllOf(HasSubstr("commit"), HasSubstr("epoch 9"), HasSubstr(missing_text),
+                                               HasSubstr("gave up waiting")));
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// A rank that arrives after rank 0 timed the phase out learns the outcome at once.
+TEST(PhaseSyncTimeout, ALateRankGetsTheTimeoutAtOnce) {
+  const int rank = world_rank(), size = world_size();
+  if (size < 2) GTEST_SKIP() << "needs a late rank";
+  constexpr auto timeout = 200ms;
+  auto sync = std::make_unique<PhaseSync>(MPI_COMM_WORLD, timeout);
+  const int late = size - 1;
+  if (rank == late) std::this_thread::sleep_for(1500ms);  // rank 0 and the others time out meanwhile
+  const auto start = Clock::now();
+  try {
+    sync->end_phase("swap-in", 2, report_of(rank));
+    ADD_FAILURE() << "end_phase returned although rank " << late << " was late";
+  } catch (const PhaseTimeout& e) {
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    EXPECT_LT(elapsed, 0.2 + 1.0);
+    EXPECT_THAT(std::string(e.what()), HasSubstr("ranks " + std::to_string(late) + " did not"));
+  }
   MPI_Barrier(MPI_COMM_WORLD);
 }
 

@@ -16,10 +16,12 @@
 #include <filesystem>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "mpi_test_support.hpp"
+#include "swapcoord/catalog/catalog_paths.hpp"
 #include "swapcoord/common/mix.hpp"
 #include "swapcoord/session/session.hpp"
 
@@ -572,6 +574,123 @@ TEST_F(SessionTest, SeveralNodesNeedACatalogDirectory) {
       expect_throw_on_all_ranks<ConfigError>([&] { (void)SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o); });
   EXPECT_NE(message.find("--catalog-dir"), std::string::npos) << message;
   ::unsetenv("SWAPCOORD_SESSION_TEST_NODE");
+}
+
+// Two jobs on the same files: the second is refused, naming the lock and its holder, until
+// the first ends. A job of another name with the same catalog directory is refused too.
+TEST_F(SessionTest, ASecondJobOnTheSameFilesIsRefusedNamingTheHolder) {
+  ASSERT_FALSE(dir.path().empty());
+  SessionOptions o = options_in(dir.path());
+  std::optional<SwapSession> first(SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o));
+  const std::string message =
+      expect_throw_on_all_ranks<Error>([&] { (void)SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o); });
+  EXPECT_NE(message.find("another job is using these files"), std::string::npos) << message;
+  EXPECT_NE(message.find(".swapcoord"), std::string::npos) << message;
+  EXPECT_NE(message.find("pid "), std::string::npos) << message;
+  SessionOptions other = o;
+  other.job = "other";
+  const std::string same_catalog =
+      expect_throw_on_all_ranks<Error>([&] { (void)SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), other); });
+  EXPECT_NE(same_catalog.find(o.catalog_dir + "/.swapcoord-catalog.lock"), std::string::npos) << same_catalog;
+  first.reset();
+  expect_no_throw_on_all_ranks([&] {
+    SwapSession again = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+    again.remove_files();
+  });
+}
+
+// A plan that cannot fit (16 TiB) is refused before any file is made, with the figures.
+TEST_F(SessionTest, AJobThatDoesNotFitIsRefusedBeforeAnyFileIsMade) {
+  ASSERT_FALSE(dir.path().empty());
+  SessionOptions o = options_in(dir.path());
+  const std::vector<TensorSpec> huge{{"huge", {1u << 20, 1u << 20, 1024}, DType::f32}};
+  const std::string message =
+      expect_throw_on_all_ranks<ConfigError>([&] { (void)SwapSession::create(MPI_COMM_WORLD, huge, o); });
+  EXPECT_NE(message.find("does not fit"), std::string::npos) << message;
+  EXPECT_NE(message.find(dir.path() + "/root-"), std::string::npos) << message;
+  EXPECT_NE(message.find("GiB"), std::string::npos) << message;
+  std::uint64_t files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir.path()))
+    files += e.path().extension() == ".swp";
+  EXPECT_EQ(sum_over_ranks(files), 0u);
+}
+
+// A swap-out whose file creation fails half way removes the files it made.
+TEST_F(SessionTest, AFailedFileCreationRemovesWhatItMade) {
+  ASSERT_FALSE(dir.path().empty());
+  SessionOptions o = options_in(dir.path(), Policy::balanced, Layout::file_per_tensor);
+  o.roots = {dir.path() + "/root-a"};
+  SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+  Memory m(s);
+  m.fill(1);
+  const std::vector<std::string> files = s.local_files();  // slot 0's, then slot 1's
+  const std::size_t per_slot = files.size() / 2;
+  const bool planted = per_slot >= 2;
+  if (planted) {  // a directory where this rank's second file goes
+    std::filesystem::create_directories(files[1]);
+    try {
+      s.swap_out(m.ids, m.views);
+      ADD_FAILURE() << "the swap-out went through a directory";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(files[1]), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::exists(files[0])) << files[0] << " was made by the failed call and left behind";
+    std::filesystem::remove(files[1]);
+  }
+  s.swap_out(m.ids, m.views);  // once the way is clear, it works
+  s.commit();
+  EXPECT_EQ(s.verify().mismatches, 0u);
+  s.remove_files();
+}
+
+// Where a catalog may point: only into the roots the reader allows, and, links resolved,
+// still inside its root.
+TEST(CatalogPaths, FilesOutsideTheAllowedRootsOrBehindALinkAreRefused) {
+  if (world_rank() != 0) return;
+  TempDir dir;
+  const std::string root = dir.path() + "/root", outside = dir.path() + "/outside";
+  std::filesystem::create_directories(root + "/job/rank-0");
+  std::filesystem::create_directories(outside);
+  std::FILE* f = std::fopen((outside + "/secret.swp").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("secret", f);
+  std::fclose(f);
+  Catalog c;
+  c.job = "job";
+  c.world_size = 1;
+  c.ranks.push_back({0, 0, 0, "host", 0, 0, 0});
+  c.roots.push_back({0, 0, root});
+  c.roots.push_back({0, 1, "/etc"});
+  c.files.push_back({"job/rank-0/0.0.swp", 0, 0, 6});
+  c.files.push_back({"passwd", 0, 1, 6});
+  c.files.push_back({"job/rank-0/link.swp", 0, 0, 6});
+  const std::vector<std::string> allowed{root};
+  EXPECT_EQ(checked_file_path(c, 0, allowed), root + "/job/rank-0/0.0.swp");  // missing: the open says so
+  try {
+    (void)checked_file_path(c, 1, allowed);
+    ADD_FAILURE() << "a file in /etc was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("lies in root '/etc', which is not one of the swap roots"), std::string::npos)
+        << e.what();
+  }
+  std::filesystem::create_symlink(outside + "/secret.swp", root + "/job/rank-0/link.swp");
+  try {
+    (void)checked_file_path(c, 2, allowed);
+    ADD_FAILURE() << "a link out of the root was followed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("outside its root"), std::string::npos) << e.what();
+  }
+  // swapcoord verify without --roots: the catalog's own roots, only if they are this user's
+  // and closed to others; with --roots, the catalog's roots must be among them.
+  EXPECT_THROW((void)readable_catalog_roots(c, std::vector<std::string>{root}), ConfigError);
+  std::filesystem::permissions(root, std::filesystem::perms::others_write, std::filesystem::perm_options::add);
+  Catalog own = c;
+  own.roots.pop_back();
+  own.files.pop_back();
+  own.files.pop_back();
+  EXPECT_THROW((void)readable_catalog_roots(own), ConfigError);
+  std::filesystem::permissions(root, std::filesystem::perms::others_write, std::filesystem::perm_options::remove);
+  EXPECT_EQ(readable_catalog_roots(own), std::vector<std::string>{root});
 }
 
 }  // namespace

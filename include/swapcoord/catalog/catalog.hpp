@@ -1,9 +1,11 @@
 #pragma once
 // The catalog: checkpointable swap metadata in HDF5 (format version 1, DESIGN.md). One file
-// per job, <dir>/catalog.h5, always holding the last committed epoch: every rank writes its
-// rows of the next epoch's catalog into <dir>/catalog.h5.tmp in one collective parallel-HDF5
-// write, and rank 0 fsyncs it and renames it over catalog.h5 (the commit) only after every
-// rank has written and fdatasync'ed that epoch's data.
+// per job, <dir>/catalog.h5, always holding the last committed epoch: every rank sends its
+// rows of the next epoch's catalog to rank 0, which builds the HDF5 file in memory, writes
+// it to <dir>/catalog.h5.tmp (mode 0600, no symbolic link followed), fsyncs it and renames it
+// over catalog.h5 (the commit), only after every rank has written and fdatasync'ed that
+// epoch's data. No MPI-IO: paths up to the roots' 1023 bytes work, and a write error (a
+// full disk) fails the commit at once on every rank, naming the file and the errno.
 //
 // Schema (readable with h5dump, h5ls and h5py):
 //   root attributes: format ("swapcoord-catalog"), version (1), job, epoch, slot, slots,
@@ -17,6 +19,7 @@
 //   /ranks    compound: rank, node, host, local_rank, bytes, swap_out_s, swap_in_s
 #include <mpi.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -106,13 +109,30 @@ struct CatalogPart {
   CatalogRank rank;
 };
 
-// Collective over `comm`: writes <dir>/catalog.h5.tmp with parallel HDF5 (each rank its rows
-// at offsets from an exclusive scan, in one collective write per dataset), then rank 0
-// fsyncs it, renames it over <dir>/catalog.h5 and fsyncs <dir>. `header` supplies the root
-// attributes (its vectors are ignored). Throws on every rank if any rank failed.
-// `stage`, when given, is called on rank 0 with "written" (the temporary file is complete,
-// not yet renamed) and "renamed" (committed, directory not yet fsynced): a seam for tests
-// that kill the process there.
+// The commit in two halves, for a caller that moves the rows itself with waits of its own
+// (the session, whose every wait has a deadline and names the ranks that do not arrive):
+// every rank packs its part; rank 0 writes the catalog from every rank's packed part, in
+// rank order, exactly as commit_catalog does. In a packed part a row's `file` is the index
+// of the file among that part's own files; write_catalog numbers the files across parts.
+// catalog_part_epoch reads the epoch a packed part was made for (-1: not a packed part).
+std::vector<std::byte> pack_catalog_part(int epoch, const CatalogPart& part);
+int catalog_part_epoch(std::span<const std::byte> packed);
+void write_catalog(const std::string& dir, const Catalog& header, std::span<const std::vector<std::byte>> parts,
+                   const std::function<void(const char* stage)>& stage = {});
+
+// Collective over `comm`: gathers every rank's part on rank 0 (rows in rank order), which
+// builds the catalog in memory (HDF5's core driver) with its trailer (seal_catalog), then
+// removes a stale <dir>/catalog.h5.tmp (a link there is removed, not followed), creates it
+// anew (O_EXCL | O_NOFOLLOW, mode 0600 whatever the umask), writes it, fsyncs it, renames it
+// over <dir>/catalog.h5 (a link named catalog.h5 is replaced, not followed) and fsyncs <dir>.
+// `header` supplies the root attributes (its vectors are ignored; rank 0's are used).
+// Throws the same Error on every rank if any rank failed (other ranks than the one that
+// failed get the first 1 KiB of its message); a failure on rank 0 names the file and the
+// errno text, and before the rename it removes catalog.h5.tmp and leaves
+// catalog.h5 as it was. Rank 0 holds the whole catalog in memory, as when it loads it.
+// `stage`, when given, is called on rank 0 with "written" (the temporary file is complete
+// and fsynced, not yet renamed) and "renamed" (committed, directory not yet fsynced): a
+// seam for tests that kill the process there.
 void commit_catalog(MPI_Comm comm, const std::string& dir, const Catalog& header,
                     const CatalogPart& part,
                     const std::function<void(const char* stage)>& stage = {});
@@ -150,12 +170,18 @@ struct CatalogCheck {
 // Reads every row `i` with i % size == rank from its file and compares the XXH64 of its
 // bytes with the recorded checksum. Not collective. An unreadable file counts as a
 // mismatch (with the error in the notes) rather than throwing.
+//
+// Files are opened through checked_file_path (catalog_paths.hpp): only files in `roots`
+// are read; with `roots` empty, in the catalog's roots that belong to this user
+// (readable_catalog_roots).
 CatalogCheck verify_catalog(const Catalog& catalog, IoEngine& engine, std::size_t buffer_bytes, int rank,
-                            int size, DirectMode direct = DirectMode::automatic);
+                            int size, DirectMode direct = DirectMode::automatic,
+                            std::span<const std::string> roots = {});
 
 // As verify_catalog, for the rows listed (indices into catalog.tensors).
 CatalogCheck verify_catalog_rows(const Catalog& catalog, IoEngine& engine, std::size_t buffer_bytes,
-                                 std::span<const std::size_t> rows, DirectMode direct = DirectMode::automatic);
+                                 std::span<const std::size_t> rows, DirectMode direct = DirectMode::automatic,
+                                 std::span<const std::string> roots = {});
 
 // Collective: which rows of `catalog` this rank should check when every node's files are
 // node-local. Each row goes to a rank that can open its file (a regular file of at least
@@ -166,7 +192,7 @@ struct CatalogAssignment {
   std::vector<std::size_t> rows;
   CatalogCheck unreachable;
 };
-CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog);
+CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog, std::span<const std::string> roots = {});
 
 // Collective: verify_catalog over all ranks of `comm`, where every node's files are
 // node-local. Each row is read by a rank that can open its file (a regular file of at
@@ -174,7 +200,8 @@ CatalogAssignment assign_catalog_rows(MPI_Comm comm, const Catalog& catalog);
 // file's owner; rows are spread over those ranks. A row no rank can reach is a mismatch
 // naming the file. The result (sums and the first notes) is the same on every rank.
 CatalogCheck verify_catalog_collective(MPI_Comm comm, const Catalog& catalog, IoEngine& engine,
-                                       std::size_t buffer_bytes, DirectMode direct = DirectMode::automatic);
+                                       std::size_t buffer_bytes, DirectMode direct = DirectMode::automatic,
+                                       std::span<const std::string> roots = {});
 
 // Collective: rank `root` loads the catalog at `path` (load_catalog) and sends it to every
 // rank. A failure throws the same Error on every rank.
@@ -192,6 +219,11 @@ void seal_catalog(const std::string& path);
 // the file and the problem for: a missing or wrong trailer, not an HDF5 file or not a catalog, a newer format version,
 // missing datasets or attributes, columns of the wrong type, rows that overlap or point
 // outside their file, absolute paths or paths with "..".
-Catalog load_catalog(const std::string& path);
+// TrailerCheck::skip leaves the trailer out, to read a catalog that has none or a wrong one
+// (edited with h5py and not resealed, or damaged, to salvage what it holds). The file then
+// reaches the HDF5 parser unchecked, and HDF5 is not hardened against malformed files:
+// skip the check only for files you trust. Every other check is made as with `required`.
+enum class TrailerCheck { required, skip };
+Catalog load_catalog(const std::string& path, TrailerCheck trailer = TrailerCheck::required);
 
 }  // namespace swapcoord

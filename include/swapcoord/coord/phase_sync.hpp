@@ -2,9 +2,17 @@
 // PhaseSync: numbered epochs made of phases (swap-out, swap-in, ...). Each rank ends a
 // phase by reporting its result (bytes, seconds, wrong values, or a failure message);
 // rank 0 collects every report, reduces the statistics and sends every rank the outcome,
-// which makes the end of a phase a barrier. Every wait has a deadline: a rank that never
-// arrives ends the job with a message naming the phase, the epoch and the ranks that did
-// arrive, instead of a hang. A failure on one rank is known to all ranks in the same phase.
+// which makes the end of a phase a barrier. Every wait has a deadline: the phase timeout
+// from the rank's own arrival, plus PhaseSync::kGrace for rank 0's answer when a rank had
+// to ask. A rank that never arrives ends the phase on every rank that did with a message
+// naming the phase, the epoch and the ranks that did not arrive, rank 0 among them:
+//   - rank 0 tells every rank when it arrives (a rank that has not heard from rank 0 by
+//     its deadline names rank 0);
+//   - a rank whose deadline passes tells rank 0 that it gives up; rank 0 then ends the
+//     phase at once for everyone with a timeout outcome naming the missing ranks (as it
+//     does at its own deadline). A rank that arrives after that gets the same outcome.
+// After a timeout the PhaseSync refuses further phases. A failure on one rank is known to
+// all ranks in the same phase.
 #include <mpi.h>
 
 #include <chrono>
@@ -59,10 +67,10 @@ class PhaseTimeout : public Error {
 
 class PhaseSync {
  public:
-  // Collective. Uses a duplicate of `comm`. Rank 0 waits `timeout` for the reports; the
-  // other ranks wait 1.5 x timeout + 5 s for rank 0's answer (so that rank 0, which
-  // knows who arrived, is normally the one that reports a missing rank).
+  // Collective. Uses a duplicate of `comm`. Every rank waits at most `timeout` from its
+  // own arrival (+ kGrace for rank 0's answer naming the missing ranks).
   PhaseSync(MPI_Comm comm, std::chrono::milliseconds timeout);
+  static constexpr std::chrono::seconds kGrace{2};
   PhaseSync(const PhaseSync&) = delete;
   PhaseSync& operator=(const PhaseSync&) = delete;
   ~PhaseSync();  // frees requests still pending (after a timeout); never throws
@@ -94,6 +102,7 @@ class PhaseSync {
   struct Outcome {
     std::int32_t failed_rank;  // -1: none
     std::int32_t notes_rank;
+    std::int32_t timed_out;    // 1: the phase timed out; the message names the missing ranks
     std::uint64_t bytes, wrong;
     double seconds_min, seconds_mean, seconds_max, gbps_min, gbps_mean, gbps_max;
     char message[kMessageBytes];
@@ -101,6 +110,9 @@ class PhaseSync {
 
  private:
   void reduce();          // rank 0: all arrivals in -> outcome, start the broadcast
+  void send_outcome();    // rank 0: _sent_outcome to every other rank
+  [[noreturn]] void time_out(const std::string& why);  // rank 0: a timeout outcome to all, then throw
+  [[noreturn]] void give_up();                         // other ranks: at the deadline
   PhaseStats result() const;
 
   Comm _comm;
@@ -120,6 +132,21 @@ class PhaseSync {
   bool _outcome_sent = false;            // rank 0: all arrived, outcome sent
   Outcome _outcome{};
   Outcome _sent_outcome{};                // rank 0: the buffer the sends read
+  // Phases are numbered alike on every rank; rank 0 says it arrived, and a rank whose
+  // deadline passed says it gives up (with the number).
+  std::int32_t _sequence = 0;
+  std::int32_t _presence = 1;                        // rank 0: the buffer of its sends (constant)
+  std::vector<MPI_Request> _presence_sends;          // rank 0
+  std::int32_t _presence_seen = 0;                   // other ranks
+  MPI_Request _presence_receive = MPI_REQUEST_NULL;  // other ranks
+  std::int32_t _give_up = 0;                         // the number of the phase given up
+  MPI_Request _give_up_receive = MPI_REQUEST_NULL;   // rank 0: from any rank, kept posted
+  MPI_Status _give_up_status{};
+  bool _give_up_in = false;                          // rank 0: _give_up holds one not yet acted on
+  MPI_Request _give_up_send = MPI_REQUEST_NULL;      // other ranks
+  std::string _broken;                               // why no further phase may begin
+  Outcome _timeout_outcome{};                        // rank 0: the outcome of a phase it timed out
+  std::vector<MPI_Request> _timeout_sends;           // rank 0: ... to every other rank
 };
 
 }  // namespace swapcoord

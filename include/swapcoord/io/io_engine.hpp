@@ -6,34 +6,38 @@
 // is done and throws IoError if any request failed. Every completion is checked against
 // the bytes asked for: short transfers are resumed, EINTR/EAGAIN retried, the end of a
 // file or a real error fails the request with its path, offset, length and errno text.
+//
+// Robustness: an exception inside an I/O thread (a backend error, no memory) fails the
+// requests that thread held, with the message, and is reported by wait(); the thread
+// then restarts its kernel queue, and if it cannot, the engine refuses new work with the
+// reason. When the kernel answers EAGAIN with nothing in flight, the thread backs off
+// (sleeps, 50 us doubling to 5 ms) instead of spinning. A batch in flight is an
+// IoTicket, a move-only handle that waits for its batch when dropped.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "swapcoord/common/error.hpp"
 #include "swapcoord/io/aio_config.hpp"
+#include "swapcoord/io/swap_file.hpp"
 
 namespace swapcoord {
 
-class SwapFile;
+class IoEngine;
 
 enum class IoOp : std::uint8_t { read, write };
 
 struct IoRequest {
   IoOp op = IoOp::read;
-  SwapFile* file = nullptr;
+  SwapFileRef file;  // shares the open file (`&swap_file` converts): the SwapFile may move
   void* buffer = nullptr;
   std::uint64_t offset = 0;
   std::uint64_t size_bytes = 0;
-};
-
-// Identifies a submitted batch; pass it to wait() exactly once.
-struct IoTicket {
-  std::uint64_t id = 0;
 };
 
 struct IoBatchResult {
@@ -49,6 +53,45 @@ struct IoFailure {
   std::uint64_t offset = 0;     // where the failing transfer started
   std::uint64_t size_bytes = 0; // what was still to transfer in that block
   int errno_value = 0;          // 0 when the file ended before the request did
+  std::string message;          // when the I/O thread failed (an exception): what it said
+};
+
+// A submitted batch: a move-only handle, as a unique_ptr is. Pass it to wait() (or call
+// its wait()) once; that consumes it, so a second wait on the same batch does not
+// compile, and one on a moved-from or empty ticket throws Error. Dropping a ticket
+// without waiting waits for its batch and releases it (a failure is logged, as a
+// destructor must not throw): nothing leaks and the buffers are free to reuse.
+// A ticket must not outlive the engine that issued it.
+class [[nodiscard]] IoTicket {
+ public:
+  IoTicket() noexcept = default;  // empty
+  IoTicket(IoTicket&& other) noexcept
+      : _engine(std::exchange(other._engine, nullptr)), _id(std::exchange(other._id, 0)) {}
+  IoTicket& operator=(IoTicket&& other) noexcept {
+    if (this != &other) {
+      abandon();  // the batch this ticket held is waited for first
+      _engine = std::exchange(other._engine, nullptr);
+      _id = std::exchange(other._id, 0);
+    }
+    return *this;
+  }
+  IoTicket(const IoTicket&) = delete;
+  IoTicket& operator=(const IoTicket&) = delete;
+  ~IoTicket() { abandon(); }
+
+  bool valid() const noexcept { return _engine != nullptr; }
+  explicit operator bool() const noexcept { return valid(); }
+  std::uint64_t id() const noexcept { return _id; }  // 0 when empty; for messages
+  // The same as engine.wait(std::move(ticket)).
+  IoBatchResult wait();
+
+ private:
+  friend class IoEngine;
+  IoTicket(IoEngine* engine, std::uint64_t id) noexcept : _engine(engine), _id(id) {}
+  void abandon() noexcept;
+
+  IoEngine* _engine = nullptr;
+  std::uint64_t _id = 0;
 };
 
 // A batch had failed requests. what() describes the first few; failures() has them all.
@@ -74,14 +117,28 @@ class IoEngine {
 
   // Validates every request (non-null file and buffer, non-zero length, alignment when the
   // file is O_DIRECT, write access) and throws Error naming the first bad one before
-  // anything is queued; then queues the batch and returns. The requests and their
-  // buffers must stay valid until wait() returns.
+  // anything is queued; then queues the batch and returns. The buffers must stay valid
+  // until the batch is waited for (wait(), or the ticket dropped); the requests are
+  // copied, each sharing its open file.
+  // Throws Error when the engine cannot take work any more (its I/O threads stopped;
+  // the message says why).
   virtual IoTicket submit(std::span<const IoRequest> requests) = 0;
   // Waits for the batch; with config().fsync, a batch with writes ends with fdatasync
-  // of each file written. Throws IoError when any request failed.
-  virtual IoBatchResult wait(IoTicket ticket) = 0;
+  // of each file written. Throws IoError when any request failed, Error for an empty
+  // ticket or one of another engine. Takes the ticket: `engine.wait(std::move(t))`.
+  IoBatchResult wait(IoTicket ticket);
   // submit + wait.
   IoBatchResult run(std::span<const IoRequest> requests) { return wait(submit(requests)); }
+
+ protected:
+  IoTicket make_ticket(std::uint64_t id) noexcept { return IoTicket(this, id); }
+  // wait() for a ticket of this engine, once per batch.
+  virtual IoBatchResult wait_batch(std::uint64_t id) = 0;
+  // A dropped ticket: waits for the batch and releases it; reports failures by logging.
+  virtual void abandon_batch(std::uint64_t id) noexcept = 0;
+
+ private:
+  friend class IoTicket;
 };
 
 struct EngineInfo {

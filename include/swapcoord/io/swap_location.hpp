@@ -1,13 +1,14 @@
 #pragma once
 #include <cstdint>
 
+#include "swapcoord/io/swap_file.hpp"
+
 namespace swapcoord {
 
-class SwapFile;
-
-// Where a tensor lives on disk: `bytes` at `offset` of an open swap file (not owned).
+// Where a tensor lives on disk: `bytes` at `offset` of an open swap file. `file` shares
+// the open descriptor (SwapFileRef): the SwapFile it was taken from may move or go away.
 struct SwapLocation {
-  SwapFile* file = nullptr;
+  SwapFileRef file;
   std::uint64_t offset = 0;
   std::uint64_t bytes = 0;
 };

@@ -11,7 +11,8 @@
 
 namespace swapcoord {
 
-// Start the batch and return; wait on the ticket before touching the views.
+// Start the batch and return; wait on the ticket (`engine.wait(std::move(ticket))`, or
+// drop it, which waits too) before touching the views.
 IoTicket submit_swap_out(IoEngine& engine, std::span<const TensorView> views,
                          std::span<const SwapLocation> locations);
 IoTicket submit_swap_in(IoEngine& engine, std::span<const TensorView> views,

@@ -12,6 +12,8 @@ namespace {
 
 constexpr int kArrivalTag = 7711;
 constexpr int kOutcomeTag = 7712;
+constexpr int kPresenceTag = 7713;
+constexpr int kGiveUpTag = 7714;
 using Clock = std::chrono::steady_clock;
 
 void copy_message(char (&into)[PhaseSync::kMessageBytes], const std::string& text) {
@@ -42,6 +44,7 @@ PhaseSync::PhaseSync(MPI_Comm comm, std::chrono::milliseconds timeout)
     _arrivals.resize(static_cast<std::size_t>(_size));
     _receives.assign(static_cast<std::size_t>(_size), MPI_REQUEST_NULL);
     _outcome_sends.assign(static_cast<std::size_t>(_size), MPI_REQUEST_NULL);
+    _presence_sends.assign(static_cast<std::size_t>(_size), MPI_REQUEST_NULL);
   } else {
     _arrivals.resize(1);
   }
@@ -58,8 +61,13 @@ PhaseSync::~PhaseSync() {
   };
   for (auto& request : _receives) release(request, true);
   for (auto& request : _outcome_sends) release(request, false);
+  for (auto& request : _presence_sends) release(request, false);
+  for (auto& request : _timeout_sends) release(request, false);
   release(_send, false);
   release(_outcome_receive, true);
+  release(_presence_receive, true);
+  release(_give_up_receive, true);
+  release(_give_up_send, false);
 }
 
 PhaseStats PhaseSync::end_phase(std::string_view phase, int epoch, const PhaseReport& report) {
@@ -68,10 +76,14 @@ PhaseStats PhaseSync::end_phase(std::string_view phase, int epoch, const PhaseRe
 }
 
 void PhaseSync::begin(std::string_view phase, int epoch, const PhaseReport& report) {
+  if (!_broken.empty())
+    throw PhaseTimeout(fmt::format("phase {} of epoch {} cannot begin: an earlier phase timed out ({})", phase, epoch,
+                                   _broken));
   if (_active)
     throw Error(fmt::format("PhaseSync: phase '{}' of epoch {} began before phase '{}' of epoch "
                             "{} finished", phase, epoch, _phase, _epoch));
   _active = true;
+  ++_sequence;
   _phase = phase;
   _epoch = epoch;
   _outcome_sent = false;
@@ -84,18 +96,34 @@ void PhaseSync::begin(std::string_view phase, int epoch, const PhaseReport& repo
   mine.seconds = report.seconds;
   mine.wrong = report.wrong;
   copy_message(mine.message, report.message);
+  _deadline = Clock::now() + _timeout;
   if (_rank == 0) {
-    _deadline = Clock::now() + _timeout;
     for (int r = 1; r < _size; ++r)
       mpi_check(MPI_Irecv(&_arrivals[static_cast<std::size_t>(r)], sizeof(Arrival), MPI_BYTE, r,
                           kArrivalTag, _comm.get(), &_receives[static_cast<std::size_t>(r)]),
                 "PhaseSync: MPI_Irecv");
+    // The notice's buffer never changes, so a previous send still on its way (to a rank
+    // that stopped before taking it) can be let go rather than waited for.
+    for (int r = 1; r < _size; ++r) {
+      MPI_Request& request = _presence_sends[static_cast<std::size_t>(r)];
+      if (request != MPI_REQUEST_NULL) {
+        int done = 0;
+        mpi_check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "PhaseSync: MPI_Test (previous arrival notice)");
+        if (!done) MPI_Request_free(&request);
+      }
+      mpi_check(MPI_Isend(&_presence, 1, MPI_INT32_T, r, kPresenceTag, _comm.get(), &request),
+                "PhaseSync: MPI_Isend (arrival notice)");
+    }
+    if (_give_up_receive == MPI_REQUEST_NULL && !_give_up_in)
+      mpi_check(MPI_Irecv(&_give_up, 1, MPI_INT32_T, MPI_ANY_SOURCE, kGiveUpTag, _comm.get(), &_give_up_receive),
+                "PhaseSync: MPI_Irecv (give-up)");
   } else {
-    _deadline = Clock::now() + _timeout * 3 / 2 + std::chrono::seconds(5);
     mpi_check(MPI_Isend(&mine, sizeof(Arrival), MPI_BYTE, 0, kArrivalTag, _comm.get(), &_send),
               "PhaseSync: MPI_Isend");
     mpi_check(MPI_Irecv(&_outcome, sizeof(Outcome), MPI_BYTE, 0, kOutcomeTag, _comm.get(), &_outcome_receive),
               "PhaseSync: MPI_Irecv (outcome)");
+    mpi_check(MPI_Irecv(&_presence_seen, 1, MPI_INT32_T, 0, kPresenceTag, _comm.get(), &_presence_receive),
+              "PhaseSync: MPI_Irecv (arrival notice)");
   }
 }
 
@@ -109,6 +137,15 @@ bool PhaseSync::test() {
         if (request == MPI_REQUEST_NULL) continue;
         mpi_check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "PhaseSync: MPI_Test (arrival)");
       }
+      if (_give_up_receive != MPI_REQUEST_NULL) {
+        mpi_check(MPI_Test(&_give_up_receive, &done, &_give_up_status), "PhaseSync: MPI_Test (give-up)");
+        _give_up_in = done != 0;
+      }
+      if (_give_up_in && _give_up < _sequence) {  // about a phase that ended meanwhile: stale
+        _give_up_in = false;
+        mpi_check(MPI_Irecv(&_give_up, 1, MPI_INT32_T, MPI_ANY_SOURCE, kGiveUpTag, _comm.get(), &_give_up_receive),
+                  "PhaseSync: MPI_Irecv (give-up)");
+      }
       for (int r = 1; r < _size; ++r)
         if (_receives[static_cast<std::size_t>(r)] != MPI_REQUEST_NULL) return false;
       reduce();
@@ -119,7 +156,9 @@ bool PhaseSync::test() {
     mpi_check(MPI_Test(&_send, &done, MPI_STATUS_IGNORE), "PhaseSync: MPI_Test (report)");
   if (_outcome_receive != MPI_REQUEST_NULL)
     mpi_check(MPI_Test(&_outcome_receive, &done, MPI_STATUS_IGNORE), "PhaseSync: MPI_Test (outcome)");
-  return _send == MPI_REQUEST_NULL && _outcome_receive == MPI_REQUEST_NULL;
+  if (_presence_receive != MPI_REQUEST_NULL)
+    mpi_check(MPI_Test(&_presence_receive, &done, MPI_STATUS_IGNORE), "PhaseSync: MPI_Test (arrival notice)");
+  return _send == MPI_REQUEST_NULL && _outcome_receive == MPI_REQUEST_NULL && _presence_receive == MPI_REQUEST_NULL;
 }
 
 void PhaseSync::reduce() {
@@ -156,13 +195,17 @@ void PhaseSync::reduce() {
     o.gbps_mean += gbps / _size;
   }
   if (o.failed_rank >= 0) o.notes_rank = -1;
+  mpi_check(MPI_Waitall(static_cast<int>(_outcome_sends.size()), _outcome_sends.data(), MPI_STATUSES_IGNORE),
+            "PhaseSync: MPI_Waitall (previous outcome)");
+  _sent_outcome = _outcome;
+  send_outcome();
+}
+
+void PhaseSync::send_outcome() {
   // Point-to-point rather than a broadcast: the sends complete without waiting for a rank
   // that stopped after it arrived, so such a rank is reported missing in the next phase
   // instead of stalling this one. Every rank took the previous outcome before arriving
-  // here, so the previous sends are complete and the buffer is free.
-  mpi_check(MPI_Waitall(static_cast<int>(_outcome_sends.size()), _outcome_sends.data(),
-                        MPI_STATUSES_IGNORE), "PhaseSync: MPI_Waitall (previous outcome)");
-  _sent_outcome = _outcome;
+  // here, so the previous sends are complete (the buffer, _sent_outcome, was free).
   for (int r = 1; r < _size; ++r)
     mpi_check(MPI_Isend(&_sent_outcome, sizeof(Outcome), MPI_BYTE, r, kOutcomeTag, _comm.get(),
                         &_outcome_sends[static_cast<std::size_t>(r)]),
@@ -170,28 +213,81 @@ void PhaseSync::reduce() {
   _outcome_sent = true;
 }
 
+void PhaseSync::time_out(const std::string& why) {
+  std::vector<int> arrived{0}, missing;
+  for (int r = 1; r < _size; ++r)
+    (_receives[static_cast<std::size_t>(r)] == MPI_REQUEST_NULL ? arrived : missing).push_back(r);
+  const std::string message =
+      fmt::format("phase {} of epoch {} did not end within {:.3g} s{}: ranks {} arrived, ranks {} did not", _phase,
+                  _epoch, std::chrono::duration<double>(_timeout).count(), why, rank_list(arrived),
+                  rank_list(missing));
+  // Every rank, arrived or not, gets the same outcome: those that arrived end now, a late
+  // one as soon as it arrives. Its own buffer and requests: a missing rank may not have
+  // taken the previous outcome yet (it stopped before), so those sends may still be going.
+  std::memset(&_timeout_outcome, 0, sizeof _timeout_outcome);
+  _timeout_outcome.failed_rank = missing.empty() ? -1 : missing.front();
+  _timeout_outcome.notes_rank = -1;
+  _timeout_outcome.timed_out = 1;
+  copy_message(_timeout_outcome.message, message);
+  _timeout_sends.assign(static_cast<std::size_t>(_size), MPI_REQUEST_NULL);
+  for (int r = 1; r < _size; ++r)
+    mpi_check(MPI_Isend(&_timeout_outcome, sizeof(Outcome), MPI_BYTE, r, kOutcomeTag, _comm.get(),
+                        &_timeout_sends[static_cast<std::size_t>(r)]),
+              "PhaseSync: MPI_Isend (timeout outcome)");
+  _active = false;
+  _broken = message;
+  throw PhaseTimeout(message);
+}
+
+void PhaseSync::give_up() {
+  const double seconds = std::chrono::duration<double>(_timeout).count();
+  _give_up = _sequence;
+  mpi_check(MPI_Isend(&_give_up, 1, MPI_INT32_T, 0, kGiveUpTag, _comm.get(), &_give_up_send),
+            "PhaseSync: MPI_Isend (give-up)");
+  if (_presence_receive != MPI_REQUEST_NULL) {
+    _active = false;
+    _broken = fmt::format("phase {} of epoch {} did not end within {:.3g} s: rank 0, which collects the phase, did "
+                          "not arrive (rank {} waited for it)", _phase, _epoch, seconds, _rank);
+    throw PhaseTimeout(_broken);
+  }
+  // Rank 0 is in the phase, waiting for someone: it answers the give-up with the outcome
+  // that names the missing ranks.
+  const auto until = Clock::now() + kGrace;
+  int done = 0;
+  while (_outcome_receive != MPI_REQUEST_NULL && Clock::now() < until) {
+    mpi_check(MPI_Test(&_outcome_receive, &done, MPI_STATUS_IGNORE), "PhaseSync: MPI_Test (outcome)");
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  _active = false;
+  if (_outcome_receive == MPI_REQUEST_NULL && _outcome.timed_out) {
+    _outcome.message[kMessageBytes - 1] = '\0';
+    _broken = _outcome.message;
+  } else {
+    _broken = fmt::format("phase {} of epoch {} did not end within {:.3g} s: rank 0 arrived but did not answer "
+                          "within {} s when rank {} gave up (rank 0 may be stopped)", _phase, _epoch, seconds,
+                          kGrace.count(), _rank);
+  }
+  throw PhaseTimeout(_broken);
+}
+
 PhaseStats PhaseSync::finish() {
   auto pause = std::chrono::microseconds(20);
   while (!test()) {
+    if (_rank == 0 && _give_up_in && _give_up == _sequence)
+      time_out(fmt::format(" (rank {} gave up waiting)", _give_up_status.MPI_SOURCE));
     if (Clock::now() > _deadline) {
-      const auto seconds = std::chrono::duration<double>(_timeout).count();
-      if (_rank == 0) {
-        std::vector<int> arrived{0}, missing;
-        for (int r = 1; r < _size; ++r)
-          (_receives[static_cast<std::size_t>(r)] == MPI_REQUEST_NULL ? arrived : missing).push_back(r);
-        throw PhaseTimeout(fmt::format("phase {} of epoch {} did not end within {:.3g} s: ranks {} "
-                                       "arrived, ranks {} did not", _phase, _epoch, seconds,
-                                       rank_list(arrived), rank_list(missing)));
-      }
-      throw PhaseTimeout(fmt::format("phase {} of epoch {} did not end within {:.3g} s: rank {} "
-                                     "heard nothing from rank 0, which collects the phase",
-                                     _phase, _epoch, seconds * 1.5 + 5, _rank));
+      if (_rank == 0) time_out("");
+      give_up();
     }
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::microseconds(2000));
   }
   _active = false;
   _outcome.message[kMessageBytes - 1] = '\0';
+  if (_outcome.timed_out) {  // rank 0 timed the phase out before this rank arrived, or while it waited
+    _broken = _outcome.message;
+    throw PhaseTimeout(_broken);
+  }
   if (_outcome.failed_rank >= 0) {
     std::string message = _outcome.message;
     if (message.empty())

@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "swapcoord/common/host.hpp"
+#include "swapcoord/io/private_fs.hpp"
 
 namespace swapcoord {
 namespace {
@@ -46,10 +47,7 @@ std::vector<int> allgather_int(MPI_Comm comm, int mine) {
 
 // Problem with one root, or "".
 std::string check_root(const std::string& root, int rank) {
-  struct stat info{};
-  if (::stat(root.c_str(), &info) != 0)
-    return errno_message(fmt::format("swap root '{}' cannot be used", root), errno);
-  if (!S_ISDIR(info.st_mode)) return fmt::format("swap root '{}' is not a directory", root);
+  if (std::string problem = check_private_dir(root, "swap root"); !problem.empty()) return problem;
   const std::string probe = fmt::format("{}/.swapcoord-probe-{}-{}", root, rank, ::getpid());
   const int fd = ::open(probe.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return errno_message(fmt::format("swap root '{}' is not writable", root), errno);

@@ -5,8 +5,10 @@
 // only translates blocks to its kernel interface.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "swapcoord/io/aio_config.hpp"
 #include "swapcoord/io/io_engine.hpp"
@@ -25,6 +27,7 @@ struct Block {
   std::byte* buffer = nullptr;
   std::uint64_t offset = 0;
   std::uint64_t remaining = 0;
+  std::uint32_t slot = 0;  // the I/O thread's in-flight slot while the kernel has it
 };
 
 struct Completion {
@@ -42,7 +45,19 @@ class Backend {
   virtual std::size_t submit(std::span<Block* const> blocks) = 0;
   // Waits for at least `min_completions` completions and stores up to out.size() of them.
   virtual std::size_t reap(std::size_t min_completions, std::span<Completion> out) = 0;
+  // Either call may throw (a kernel error that is not a block's, no memory): the engine
+  // then fails every block it had given this backend, destroys the backend (which must
+  // wait for, or cancel, what the kernel still has) and asks the factory for a new one.
 };
+
+using BackendFactory = std::function<std::unique_ptr<Backend>(const AioConfig&)>;
+
+// The threaded engine over `intra_op_parallelism` backends made by `factory`, one per
+// I/O thread. make_engine uses it for every registry entry; the io tests use it to wrap
+// a real backend in one that injects faults (throws, answers EAGAIN), which is the seam
+// for provoking what a kernel does only rarely.
+std::unique_ptr<IoEngine> make_threaded_engine(std::string name, const AioConfig& config,
+                                               BackendFactory factory);
 
 std::unique_ptr<Backend> make_libaio_backend(const AioConfig& config);
 std::unique_ptr<Backend> make_io_uring_backend(const AioConfig& config);

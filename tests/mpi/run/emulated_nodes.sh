@@ -101,8 +101,9 @@ check_node_files() {
         fail "job $job: node $n's private directory holds '$f' of rank $r (a rank of another node)"
       fi
     done
-    other=$(find "$work/node-$n" -type f ! -path "*/rank-[0-3]/*" | head -1)
-    [ -z "$other" ] || fail "job $job: node $n's private directory holds '$other' (only rank files expected)"
+    other=$(find "$work/node-$n" -type f ! -path "*/rank-[0-3]/*" ! -name .swapcoord.lock | head -1)
+    [ -z "$other" ] || fail "job $job: node $n's private directory holds '$other' (only rank files and the job lock expected)"
+    [ -f "$work/node-$n/$job/.swapcoord.lock" ] || fail "job $job: node $n has no job lock '$work/node-$n/$job/.swapcoord.lock'"
   done
   want=$(ls -A "$root")
   [ -z "$want" ] || fail "job $job: the real '$root' is not empty (leaked past the namespaces): $want"

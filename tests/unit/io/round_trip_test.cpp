@@ -220,11 +220,11 @@ TEST_P(Batches, SeveralRequestsAndTicketsInFlight) {
   }
 
   // Two write batches in flight; wait for the second first.
-  const auto first = engine->submit(std::span(writes).first(3));
-  const auto second = engine->submit(std::span(writes).subspan(3));
-  EXPECT_NE(first.id, second.id);
-  const IoBatchResult r2 = engine->wait(second);
-  const IoBatchResult r1 = engine->wait(first);
+  IoTicket first = engine->submit(std::span(writes).first(3));
+  IoTicket second = engine->submit(std::span(writes).subspan(3));
+  EXPECT_NE(first.id(), second.id());
+  const IoBatchResult r2 = engine->wait(std::move(second));
+  const IoBatchResult r1 = engine->wait(std::move(first));
   EXPECT_EQ(r1.requests, 3u);
   EXPECT_EQ(r1.bytes, parts[0].size_bytes + parts[1].size_bytes + parts[2].size_bytes);
   EXPECT_EQ(r2.requests, parts.size() - 3);
@@ -264,7 +264,7 @@ TEST_P(Batches, SeveralRequestsAndTicketsInFlight) {
   std::vector<IoTicket> tickets;
   for (const auto& read : reads) tickets.push_back(engine->submit(std::span(&read, 1)));
   for (std::size_t i = tickets.size(); i-- > 0;) {
-    const IoBatchResult one = engine->wait(tickets[i]);
+    const IoBatchResult one = engine->wait(std::move(tickets[i]));
     EXPECT_EQ(one.requests, 1u);
     EXPECT_EQ(one.bytes, parts[i].size_bytes);
   }
@@ -372,7 +372,7 @@ TEST_P(EngineLifecycle, ManyBatchesReuseTheEngine) {
     }
     std::vector<IoTicket> tickets;
     for (const auto& w : writes) tickets.push_back(engine->submit(std::span(&w, 1)));
-    for (int k : {2, 0, 3, 1}) EXPECT_EQ(engine->wait(tickets[static_cast<std::size_t>(k)]).bytes, kChunk);
+    for (int k : {2, 0, 3, 1}) EXPECT_EQ(engine->wait(std::move(tickets[static_cast<std::size_t>(k)])).bytes, kChunk);
   }
   EXPECT_EQ(count_pattern_mismatches(pread_file(file.path(), 0, kChunk * kRounds), 31), 0u);
 }
@@ -390,7 +390,8 @@ TEST_P(EngineLifecycle, DestroyingAnEngineWithABatchInFlightDoesNotHang) {
     if (!engine) GTEST_SKIP() << why;
     IoRequest write = write_request(file, bytes.data(), 0, 8 * kMiB);
     (void)engine->submit(std::span(&write, 1));
-    // engine goes out of scope without wait(): its threads must finish and join.
+    // No wait(): the dropped ticket waits for its batch, then the engine goes out of
+    // scope with its threads idle; they must finish and join.
   }
   SUCCEED();
 }

@@ -145,20 +145,20 @@ TEST_P(SwapTensorsTest, OverlappingBatches) {
   const std::span<const TensorView> views(l.swap_views);
   const std::span<const SwapLocation> locations(l.locations);
 
-  const IoTicket a = submit_swap_out(*engine, views.subspan(0, 3), locations.subspan(0, 3));
-  const IoTicket b = submit_swap_out(*engine, views.subspan(3), locations.subspan(3));
-  EXPECT_NE(a.id, b.id);
-  const IoBatchResult rb = engine->wait(b);  // out of order on purpose
-  const IoBatchResult ra = engine->wait(a);
+  IoTicket a = submit_swap_out(*engine, views.subspan(0, 3), locations.subspan(0, 3));
+  IoTicket b = submit_swap_out(*engine, views.subspan(3), locations.subspan(3));
+  EXPECT_NE(a.id(), b.id());
+  const IoBatchResult rb = engine->wait(std::move(b));  // out of order on purpose
+  const IoBatchResult ra = engine->wait(std::move(a));
   EXPECT_EQ(ra.requests, 3u);
   EXPECT_EQ(rb.requests, 3u);
   EXPECT_EQ(ra.bytes + rb.bytes, l.total);
 
   for (const auto& view : l.swap_views) std::memset(view.data, 0, view.size_bytes());
-  const IoTicket c = submit_swap_in(*engine, views.subspan(0, 4), locations.subspan(0, 4));
-  const IoTicket d = submit_swap_in(*engine, views.subspan(4), locations.subspan(4));
-  EXPECT_EQ(engine->wait(c).requests, 4u);
-  EXPECT_EQ(engine->wait(d).requests, 2u);
+  IoTicket c = submit_swap_in(*engine, views.subspan(0, 4), locations.subspan(0, 4));
+  IoTicket d = submit_swap_in(*engine, views.subspan(4), locations.subspan(4));
+  EXPECT_EQ(engine->wait(std::move(c)).requests, 4u);
+  EXPECT_EQ(engine->wait(std::move(d)).requests, 2u);
   expect_restored(l);
 }
 
