@@ -13,30 +13,9 @@ set -u
 mpiexec=$1 flags=$2 app=$3 work=$4
 job=catenospc
 
-skip() {
-  echo "SKIP: $*"
-  exit 77
-}
-[ "$(id -u)" = 0 ] || skip "not root (uid $(id -u)): cannot loop-mount a file system"
-command -v mkfs.ext4 >/dev/null || skip "mkfs.ext4 not found"
+# shellcheck source=loop_fs.sh
+. "$(dirname "$0")/loop_fs.sh"
 command -v fallocate >/dev/null || skip "fallocate not found"
-
-rm -rf "$work" && mkdir -p "$work" && work=$(cd "$work" && pwd)
-image="$work/fs.img" mnt="$work/m2"
-mounted=0
-keep=0
-cleanup() {
-  if [ "$mounted" = 1 ]; then
-    for _ in 1 2 3 4 5; do
-      umount "$mnt" 2>/dev/null && { mounted=0; break; }
-      sleep 1
-    done
-    [ "$mounted" = 1 ] && { echo "warning: could not unmount '$mnt'; detaching it lazily"; umount -l "$mnt"; }
-  fi
-  rm -f "$image"
-  if [ "$keep" = 0 ]; then rm -rf "$work"; fi
-}
-trap cleanup EXIT
 
 fail() {
   echo "FAIL: $*"
@@ -65,13 +44,7 @@ catalog_bytes=$(stat -c %s "$work/m1/cat/catalog.h5") || fail "the probe job lef
 echo "probe job: $probe_seconds s; catalog: $catalog_bytes bytes"
 
 # 2. A small ext4 with room for 1.5 catalogs.
-truncate -s 8M "$image" || skip "cannot make an 8 MiB image in '$work'"
-mkfs.ext4 -q -F -m 0 "$image" >"$work/mkfs.log" 2>&1 || skip "mkfs.ext4 failed: $(cat "$work/mkfs.log")"
-mkdir -p "$mnt"
-if ! mount -o loop "$image" "$mnt" 2>"$work/mount.err"; then
-  skip "mount -o loop failed: $(cat "$work/mount.err")"
-fi
-mounted=1
+loop_fs 8M "$work/m2"
 keep=1  # until the end: the work dir keeps the logs of a failure
 mkdir -p "$mnt/cat" "$work/r2"
 avail_bytes() { df -B1 --output=avail "$mnt" | tail -1 | tr -d ' '; }
