@@ -22,7 +22,6 @@
 #include <climits>
 #include <condition_variable>
 #include <cstring>
-#include <ctime>
 #include <deque>
 #include <filesystem>
 #include <functional>
@@ -196,15 +195,6 @@ class Worker {
 
 std::string absolute_path(const std::string& path) {
   return std::filesystem::absolute(path).lexically_normal().string();
-}
-
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
 }
 
 std::string broadcast_string(MPI_Comm comm, std::string text, int root = 0) {
