@@ -533,7 +533,8 @@ Buffer<char> catalog_image(const std::string& name, const Catalog& header, Gathe
   // The core driver grows its memory in steps of this size: one step for the whole file.
   const std::size_t expected = records.tensors.size() * sizeof(TensorRecord) +
                                records.files.size() * sizeof(FileRecord) + records.roots.size() * sizeof(RootRecord) +
-                               records.ranks.size() * sizeof(RankRecord) + header.config_json.size() + (std::size_t{1} << 20);
+                               records.ranks.size() * sizeof(RankRecord) + header.config_json.size() + header.metadata.size() +
+                               (std::size_t{1} << 20);
   H5Handle access = make(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate(fapl)");
   hdf_check_status(H5Pset_fapl_core(access.get(), expected, /*backing_store=*/0), "H5Pset_fapl_core");
   H5Handle file = make(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()),
@@ -554,6 +555,7 @@ Buffer<char> catalog_image(const std::string& name, const Catalog& header, Gathe
   write_attribute(f, "config", header.config_json);
   write_attribute(f, "created", header.created);
   write_attribute<std::int32_t>(f, "generation", H5T_NATIVE_INT32, header.generation);
+  write_attribute(f, "metadata", header.metadata);
   write_table<TensorRecord>(f, "tensors", tensor_members(), std::exchange(records.tensors, {}));
   write_table<FileRecord>(f, "files", file_members(), std::exchange(records.files, {}));
   write_table<RootRecord>(f, "roots", root_members(), std::exchange(records.roots, {}));
@@ -914,6 +916,8 @@ Catalog load_catalog(const std::string& path, TrailerCheck trailer) {
   c.created = read_string_attribute(f, "created", path);
   if (H5Aexists(f, "generation") > 0)  // optional (written since per-piece slots)
     c.generation = read_number_attribute<std::int32_t>(f, "generation", H5T_NATIVE_INT32, H5T_INTEGER, path);
+  if (H5Aexists(f, "metadata") > 0)  // optional (written since SwapSession::commit(metadata))
+    c.metadata = read_string_attribute(f, "metadata", path);
   if (c.epoch < 0 || c.generation < 0 || c.slots < 1 || c.slots > 2 || c.slot < 0 || c.slot >= c.slots || c.world_size < 1 ||
       c.node_count < 1 || c.node_count > c.world_size || c.alignment == 0 || (c.alignment & (c.alignment - 1)) != 0)
     throw Error(fmt::format("catalog '{}': inconsistent attributes (epoch {}, slot {} of {}, world {}, nodes {}, "

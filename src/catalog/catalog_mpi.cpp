@@ -85,7 +85,7 @@ class Reader {
 template <class IO>
 void fields(IO& io, Catalog& c) {
   io(c.job), io(c.epoch), io(c.slot), io(c.slots), io(c.world_size), io(c.node_count), io(c.layout), io(c.policy);
-  io(c.alignment), io(c.plan_fingerprint), io(c.config_json), io(c.created), io(c.generation);
+  io(c.alignment), io(c.plan_fingerprint), io(c.config_json), io(c.created), io(c.generation), io(c.metadata);
   io(c.tensors, +[](IO& x, CatalogRow& r) {
     x(r.id), x(r.name), x(r.dtype), x(r.numel), x(r.element_offset), x(r.shard), x(r.shard_count), x(r.owner);
     x(r.node), x(r.root), x(r.file), x(r.offset), x(r.bytes), x(r.aligned_bytes), x(r.checksum), x(r.epoch);

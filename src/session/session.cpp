@@ -1362,7 +1362,7 @@ void SwapSession::wait_all() { _impl->wait_all(); }
 // packs its catalog rows, and all agree that every rank did; (2) each rank sends its rows
 // to rank 0 (point to point; rank 0 waits for them with the deadline); (3) rank 0 writes
 // the catalog and renames it into place (the commit), and every rank learns the outcome.
-int SwapSession::commit() {
+int SwapSession::commit(std::string_view metadata) {
   Impl& s = *_impl;
   const auto start = Clock::now();
   const int epoch = s.committed_epoch + 1;
@@ -1403,6 +1403,7 @@ int SwapSession::commit() {
     header.plan_fingerprint = fmt::format("{:016x}", s.plan.fingerprint());
     header.config_json = s.options.to_json().dump();
     header.created = utc_now();
+    header.metadata = std::string(metadata);  // rank 0's is the one written
     // This rank's rows; a row's file is its index among this rank's files (rank 0 numbers
     // them across ranks).
     CatalogPart part;

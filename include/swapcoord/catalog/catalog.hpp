@@ -10,7 +10,8 @@
 // Schema (readable with h5dump, h5ls and h5py):
 //   root attributes: format ("swapcoord-catalog"), version (1), job, epoch, slot, slots,
 //     world_size, node_count, layout, policy, alignment, plan_fingerprint (hex string),
-//     config (JSON), created (ISO 8601 UTC)
+//     config (JSON), created (ISO 8601 UTC), generation, metadata (the application's
+//     string given to SwapSession::commit, e.g. JSON with its training step; may be empty)
 //   /tensors  compound, one row per swapped piece: id, name, dtype, numel, element_offset,
 //     shard, shard_count, owner, node, root, file, offset, bytes, aligned_bytes,
 //     checksum (xxh64 of the piece's bytes), epoch
@@ -89,6 +90,9 @@ struct Catalog {
   // files are never overwritten before the next commit. Slot s of generation g is named
   // slot-(2 * (g % 2) + s).
   std::int32_t generation = 0;
+  // What the application recorded with this epoch (SwapSession::commit's `metadata`), as
+  // given; "" when none (an optional attribute: older catalogs have none).
+  std::string metadata;
   // datasets
   std::vector<CatalogRow> tensors;
   std::vector<CatalogFile> files;

@@ -153,8 +153,11 @@ class SwapSession {
   // Collective. Makes every piece swapped out since the last commit durable (fdatasync of
   // the files written) and records the whole state in <catalog_dir>/catalog.h5 (atomic
   // rename). Every piece must have been swapped out once (or come from resume()).
+  // `metadata`: the application's own record of this epoch (e.g. JSON with its training
+  // step), stored as the catalog's `metadata` attribute (rank 0's argument is written) and
+  // read back by resume() in resumed_from()->metadata.
   // Returns the new committed epoch.
-  int commit();
+  int commit(std::string_view metadata = {});
   // Collective: reads every committed piece on the node that holds it and compares its
   // XXH64 with the catalog's.
   SessionCheck verify();

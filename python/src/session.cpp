@@ -1,0 +1,243 @@
+// _swapcoord.Session: SwapSession over an mpi4py communicator. The Python class
+// swapcoord.Session wraps it (tensors by name, torch tensors to memory views).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <mpi.h>
+
+#include <memory>
+#include <optional>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "module.hpp"
+#include "swapcoord/common/error.hpp"
+#include "swapcoord/common/log.hpp"
+#include "swapcoord/session/options.hpp"
+#include "swapcoord/session/session.hpp"
+
+namespace py = pybind11;
+
+namespace swapcoord::python {
+
+namespace {
+
+using Spec = std::tuple<std::string, std::vector<std::uint64_t>, std::string>;
+using View = std::tuple<std::uintptr_t, std::size_t, std::string>;  // address, numel, dtype
+
+// The session and what Python asked of it. `close()` ends the session (before
+// MPI_Finalize: the Python layer calls it from atexit, ahead of mpi4py's).
+class PySession {
+ public:
+  PySession(std::uintptr_t comm_address, const std::vector<Spec>& specs,
+            const std::vector<std::pair<std::string, std::string>>& configs, bool resume) {
+    const MPI_Comm comm = *reinterpret_cast<const MPI_Comm*>(comm_address);
+    std::vector<TensorSpec> tensors;
+    tensors.reserve(specs.size());
+    for (const auto& [name, shape, dtype] : specs) tensors.push_back({name, shape, parse_dtype(dtype)});
+    SessionOptions options;
+    options.on_stall = [](const std::string& message) { log::error(message); };
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    for (const auto& [text, source] : configs) {
+      nlohmann::json doc;
+      try {
+        doc = nlohmann::json::parse(text);
+      } catch (const nlohmann::json::exception& e) {
+        throw ConfigError(fmt::format("{}: not JSON: {}", source, e.what()));
+      }
+      (void)apply_config(options, doc, source, {}, /*log_ignored=*/rank == 0);
+    }
+    py::gil_scoped_release unlocked;
+    _session.emplace(resume ? SwapSession::resume(comm, std::move(tensors), std::move(options))
+                            : SwapSession::create(comm, std::move(tensors), std::move(options)));
+  }
+
+  SwapSession& session() {
+    if (!_session) throw Error("swapcoord.Session: the session is closed");
+    return *_session;
+  }
+  void close() {
+    py::gil_scoped_release unlocked;
+    _session.reset();
+  }
+  bool closed() const { return !_session; }
+
+ private:
+  std::optional<SwapSession> _session;
+};
+
+std::vector<TensorView> views_of(const std::vector<View>& views) {
+  std::vector<TensorView> out;
+  out.reserve(views.size());
+  for (const auto& [address, numel, dtype] : views)
+    out.push_back({reinterpret_cast<void*>(address), numel, parse_dtype(dtype), Device::cpu()});
+  return out;
+}
+
+py::dict figures(const SwapFigures& f) {
+  py::dict d;
+  d["pieces"] = f.pieces;
+  d["bytes"] = f.bytes;
+  d["seconds"] = f.seconds;
+  d["prefetched_bytes"] = f.prefetched_bytes;
+  return d;
+}
+
+py::dict kind(const SessionStats::Kind& k) {
+  py::dict d;
+  d["calls"] = k.calls;
+  d["bytes"] = k.bytes;
+  d["seconds"] = k.seconds;
+  return d;
+}
+
+py::tuple piece_tuple(const PlanPiece& p) {
+  return py::make_tuple(p.tensor, p.shard, p.owner, p.element_offset, p.numel, p.node);
+}
+
+}  // namespace
+
+void bind_session(py::module_& m) {
+  py::class_<SwapHandle>(m, "SwapHandle")
+      .def("wait", [](SwapHandle& h) {
+             SwapFigures f;
+             {
+               py::gil_scoped_release unlocked;
+               f = h.wait();
+             }
+             return figures(f);
+           })
+      .def("ready", &SwapHandle::ready)
+      .def_property_readonly("valid", &SwapHandle::valid);
+
+  py::class_<PySession>(m, "Session")
+      .def(py::init<std::uintptr_t, const std::vector<Spec>&, const std::vector<std::pair<std::string, std::string>>&,
+                    bool>(),
+           py::arg("comm_address"), py::arg("tensors"), py::arg("configs"), py::arg("resume"))
+      .def("close", &PySession::close)
+      .def_property_readonly("closed", &PySession::closed)
+      .def("swap_out", [](PySession& s, const std::vector<std::uint32_t>& ids, const std::vector<View>& views) {
+             const auto v = views_of(views);
+             SwapFigures f;
+             {
+               py::gil_scoped_release unlocked;
+               f = s.session().swap_out(ids, v);
+             }
+             return figures(f);
+           })
+      .def("swap_in", [](PySession& s, const std::vector<std::uint32_t>& ids, const std::vector<View>& views) {
+             const auto v = views_of(views);
+             SwapFigures f;
+             {
+               py::gil_scoped_release unlocked;
+               f = s.session().swap_in(ids, v);
+             }
+             return figures(f);
+           })
+      .def("swap_out_async", [](PySession& s, const std::vector<std::uint32_t>& ids, const std::vector<View>& views) {
+             const auto v = views_of(views);
+             py::gil_scoped_release unlocked;
+             return s.session().swap_out_async(ids, v);
+           })
+      .def("swap_in_async", [](PySession& s, const std::vector<std::uint32_t>& ids, const std::vector<View>& views) {
+             const auto v = views_of(views);
+             py::gil_scoped_release unlocked;
+             return s.session().swap_in_async(ids, v);
+           })
+      .def("prefetch", [](PySession& s, const std::vector<std::uint32_t>& ids) {
+             py::gil_scoped_release unlocked;
+             return s.session().prefetch(ids);
+           })
+      .def("wait_all", [](PySession& s) {
+             py::gil_scoped_release unlocked;
+             s.session().wait_all();
+           })
+      .def("commit", [](PySession& s, const std::string& metadata) {
+             py::gil_scoped_release unlocked;
+             return s.session().commit(metadata);
+           })
+      .def("verify", [](PySession& s) {
+             SessionCheck c;
+             {
+               py::gil_scoped_release unlocked;
+               c = s.session().verify();
+             }
+             py::dict d;
+             d["pieces"] = c.pieces;
+             d["bytes"] = c.bytes;
+             d["mismatches"] = c.mismatches;
+             d["notes"] = c.notes;
+             return d;
+           })
+      .def("end_phase", [](PySession& s, const std::string& phase, int epoch, std::uint64_t bytes, double seconds,
+                           std::uint64_t wrong, const std::string& failure) {
+             PhaseReport report{bytes, seconds, wrong, !failure.empty(), failure};
+             PhaseStats st;
+             {
+               py::gil_scoped_release unlocked;
+               st = s.session().end_phase(phase, epoch, report);
+             }
+             py::dict d;
+             d["phase"] = st.phase;
+             d["epoch"] = st.epoch;
+             d["bytes"] = st.bytes;
+             d["seconds_min"] = st.seconds_min, d["seconds_mean"] = st.seconds_mean, d["seconds_max"] = st.seconds_max;
+             d["gbps_min"] = st.gbps_min, d["gbps_mean"] = st.gbps_mean, d["gbps_max"] = st.gbps_max;
+             d["aggregate_gbps"] = st.aggregate_gbps;
+             d["imbalance"] = st.imbalance;
+             d["wrong"] = st.wrong;
+             return d;
+           })
+      .def("pieces", [](PySession& s) {
+             py::list out;
+             for (const PlanPiece& p : s.session().plan().pieces) out.append(piece_tuple(p));
+             return out;
+           })
+      .def("local_piece", [](PySession& s, std::uint32_t id) -> py::object {
+             const PlanPiece* p = s.session().local_piece(id);
+             return p ? py::object(piece_tuple(*p)) : py::object(py::none());
+           })
+      .def("where", [](PySession& s, std::uint32_t id) {
+             PieceFile f;
+             {
+               py::gil_scoped_release unlocked;
+               f = s.session().where(id);
+             }
+             return py::make_tuple(f.path, f.offset, f.bytes);
+           })
+      .def_property_readonly("rank", [](PySession& s) { return s.session().topology().rank(); })
+      .def_property_readonly("world_size", [](PySession& s) { return s.session().topology().world_size(); })
+      .def_property_readonly("node", [](PySession& s) { return s.session().topology().node(); })
+      .def_property_readonly("node_count", [](PySession& s) { return s.session().topology().node_count(); })
+      .def_property_readonly("host", [](PySession& s) { return s.session().topology().host(); })
+      .def_property_readonly("committed_epoch", [](PySession& s) { return s.session().committed_epoch(); })
+      .def_property_readonly("resumed_epoch", [](PySession& s) -> py::object {
+             const Catalog* c = s.session().resumed_from();
+             return c ? py::object(py::int_(c->epoch)) : py::object(py::none());
+           })
+      .def_property_readonly("resumed_metadata", [](PySession& s) -> py::object {
+             const Catalog* c = s.session().resumed_from();
+             return c ? py::object(py::str(c->metadata)) : py::object(py::none());
+           })
+      .def_property_readonly("repartitioned", [](PySession& s) { return s.session().repartitioned(); })
+      .def_property_readonly("catalog_path", [](PySession& s) { return s.session().catalog_path(); })
+      .def_property_readonly("options_json", [](PySession& s) { return s.session().options().to_json().dump(); })
+      .def("statistics", [](PySession& s) {
+             const SessionStats st = s.session().statistics();
+             py::dict d;
+             d["swap_out"] = kind(st.swap_out);
+             d["swap_in"] = kind(st.swap_in);
+             d["prefetch"] = kind(st.prefetch);
+             d["commit"] = kind(st.commit);
+             return d;
+           })
+      .def("local_files", [](PySession& s) { return s.session().local_files(); })
+      .def("remove_files", [](PySession& s) {
+        py::gil_scoped_release unlocked;
+        s.session().remove_files();
+      });
+}
+
+}  // namespace swapcoord::python
