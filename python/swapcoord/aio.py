@@ -101,9 +101,14 @@ class AioHandle:
     def _submit(self, is_read, buffer, filename, validate, async_op, file_offset):
         what = f"aio_handle {'pread' if is_read else 'pwrite'} of '{filename}'"
         address, nbytes, _ = tensor_memory(buffer, what)
-        submit = self._handle.submit_read if is_read else self._handle.submit_write
         with _naming(filename):
-            submit(address, nbytes, str(filename), int(file_offset), bool(validate))
+            if not async_op and not self._in_flight:
+                # Synchronous with nothing queued: one call into the extension.
+                (self._handle.read if is_read else self._handle.write)(address, nbytes, str(filename),
+                                                                       int(file_offset), bool(validate))
+                return 1
+            (self._handle.submit_read if is_read else self._handle.submit_write)(address, nbytes, str(filename),
+                                                                                 int(file_offset), bool(validate))
         self._in_flight.append(buffer)
         if async_op:
             return 0

@@ -4,7 +4,9 @@ The counterpart of DeepSpeed's PartitionedOptimizerSwapper / PipelinedOptimizerS
 for a ZeRO-style sharded optimizer. The caller cuts its flat parameter vector into swap
 groups of `group_numels` elements (the same list on every rank) and gives the optimizer
 this rank's fp32 shard of each group that it owns a piece of, in group order; the shards
-are the sharded policy's (swapcoord.shard_ranges(group_numel, world_size) tells which).
+are the sharded policy's (swapcoord.shard_ranges(group_numel, world_size) tells which). A
+rank that owns no piece of any group (more ranks than shards) passes optimizer=None: it
+takes part in the collective calls and swaps nothing.
 
     shards = [flat[g0 + off : g0 + off + n].clone() for each group ...]
     optimizer = torch.optim.Adam(shards, lr=1e-3)
@@ -49,10 +51,10 @@ _STATE_KEYS = ("exp_avg", "exp_avg_sq")
 
 class OptimizerSwapper:
     def __init__(self, optimizer, comm, group_numels, *, resume=False, master_on_nvme=False, **session_options):
-        if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        if optimizer is not None and not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
             raise _swapcoord.ConfigError(
                 f"OptimizerSwapper: wraps torch.optim.Adam or AdamW, not {type(optimizer).__name__}")
-        for group in optimizer.param_groups:
+        for group in optimizer.param_groups if optimizer is not None else []:
             if group.get("amsgrad"):
                 raise _swapcoord.ConfigError("OptimizerSwapper: amsgrad=True is not supported (its max_exp_avg_sq "
                                              "would be a third swapped tensor)")
@@ -88,7 +90,7 @@ class OptimizerSwapper:
     # -- set-up ---------------------------------------------------------------------------
     def _bind_params(self):
         """Pairs this rank's pieces (group order) with the optimizer's parameters."""
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        params = [] if self.optimizer is None else [p for group in self.optimizer.param_groups for p in group["params"]]
         self._local = []  # (group index k, param, numel)
         for k in range(len(self.group_numels)):
             piece = self.session.local_piece(f"master.{k}")
@@ -98,7 +100,7 @@ class OptimizerSwapper:
             raise _swapcoord.ConfigError(
                 f"OptimizerSwapper: rank {self.session.rank} owns a piece of {len(self._local)} of the "
                 f"{len(self.group_numels)} groups, the optimizer has {len(params)} parameters (one per owned group, "
-                "in group order, is expected)")
+                "in group order, is expected; None for a rank that owns none)")
         bound = []
         for (k, offset, numel), p in zip(self._local, params):
             if p.dtype != torch.float32 or p.numel() != numel or p.device.type != "cpu" or not p.is_contiguous():
@@ -182,7 +184,7 @@ class OptimizerSwapper:
             with torch.enable_grad():
                 loss = closure()
         start = time.perf_counter()
-        stats = self._stats = {"swap_in_bytes": 0, "swap_in_s": 0.0, "in_wait_s": 0.0, "update_s": 0.0}
+        stats = self._stats = {"swap_in_bytes": 0, "swap_in_s": 0.0, "in_wait_s": 0.0, "update_s": 0.0, "groups": []}
         in_flight = self._early
         self._early = None
         for j, (k, p, n) in enumerate(self._local):
@@ -192,7 +194,8 @@ class OptimizerSwapper:
             handle, _issued = in_flight
             wait_start = time.perf_counter()
             figures = handle.wait()
-            stats["in_wait_s"] += time.perf_counter() - wait_start
+            waited = time.perf_counter() - wait_start
+            stats["in_wait_s"] += waited
             stats["swap_in_bytes"] += figures["bytes"]
             stats["swap_in_s"] += figures["seconds"]
             in_flight = None
@@ -205,7 +208,9 @@ class OptimizerSwapper:
             self._update(k, p, n, self._buffers[slot])
             if on_group_updated is not None:
                 on_group_updated(k, p)
-            stats["update_s"] += time.perf_counter() - update_start
+            updated = time.perf_counter() - update_start
+            stats["update_s"] += updated
+            stats["groups"].append({"group": k, "read_s": figures["seconds"], "wait_s": waited, "update_s": updated})
             self._write(slot, k, p, n)
         self._wait_out()  # the writes overlapped the updates after them; the last one is waited for here
         stats["step_s"] = time.perf_counter() - start
@@ -256,7 +261,7 @@ class OptimizerSwapper:
         own time), swap_out_bytes, swap_out_s (of the writes waited for so far), wait_s
         (time step() was blocked on reads), out_wait_s (blocked on writes), update_s, step_s,
         and hidden_fraction: the share of read time hidden behind compute,
-        1 - wait_s / swap_in_s."""
+        1 - wait_s / swap_in_s; groups: per group, its read_s, wait_s and update_s."""
         s = dict(self._stats)
         s.setdefault("swap_out_bytes", 0)
         s.setdefault("swap_out_s", 0.0)
@@ -278,7 +283,7 @@ class OptimizerSwapper:
         for part in self.comm.allgather({str(k): float(self.optimizer.state[p]["step"]) for k, p, _ in self._local}):
             steps.update(part)
         record = {"user": metadata, "optimizer_steps": steps, "group_numels": self.group_numels,
-                  "optimizer": type(self.optimizer).__name__}
+                  "optimizer": type(self.optimizer).__name__ if self.optimizer is not None else None}
         return self.session.commit(json.dumps(record, sort_keys=True))
 
     def state_dict(self):

@@ -97,17 +97,6 @@ std::unique_ptr<AioHandle::Op> AioHandle::prepare(IoOp kind, std::byte* data, st
   op->offset = file_offset;
   op->validate = validate;
   op->file = open_file(path, kind == IoOp::write, config().direct != DirectMode::off);
-  if (kind == IoOp::read) {
-    const std::uint64_t size = op->file->size_bytes();
-    if (file_offset + bytes > size) {
-      // A read past the end would come up short: raise, naming where the file ends.
-      const std::uint64_t from = std::max(size, file_offset);
-      throw IoError(fmt::format("aio_handle read of {} bytes at offset {} of '{}': the file has {} bytes, {} short "
-                                "of the request",
-                                bytes, file_offset, path, size, file_offset + bytes - size),
-                    0, {IoFailure{0, IoOp::read, path, from, file_offset + bytes - from, 0, {}}});
-    }
-  }
   if (op->file->direct() && !aligned_for(*op->file, data, op->bytes, file_offset))
     op->file = open_file(path, kind == IoOp::write, false);
   if (op->bytes > 0) {
