@@ -432,8 +432,8 @@ def train(args, comm):
                        "steps": records, "final_param_sha256": digest,
                        "resumed_from_step": start_step - 1 if args.resume else None}, f, indent=1)
     if job.swapper is not None:
-        # Closed here, not in a finally: after an error on one rank a collective close would
-        # wait for the others forever; main() aborts the job instead.
+        # close() is local (it waits for this rank's I/O and ends its session). After an
+        # error, main() aborts the job instead: the other ranks may be inside a collective.
         job.swapper.close()
     return 0 if same and not bad else 1
 

@@ -5,15 +5,17 @@
 //
 // Exceptions: swapcoord's C++ hierarchy arrives as
 //   Error (RuntimeError)            any swapcoord error; the C++ message as is
-//   ConfigError (Error, ValueError) a bad option or argument
-//   IoError (Error, OSError)        a failed or short transfer, an open, a full disk:
-//                                   errno (None at the end of a file), .path, .offset
+//   ConfigError (ValueError, Error) a bad option or argument
+//   IoError (OSError, Error)        a failed or short transfer, an open, a full disk:
+//                                   errno (None at the end of a file), .path, .offset,
+//                                   .failures (op, path, offset, bytes, errno) of each
 //   PhaseError (Error)              a collective call failed on some rank: .failed_rank
 //   PhaseTimeout (Error)            a collective call passed its deadline
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -52,10 +54,17 @@ PyObject* new_exception(py::module_& m, const char* name, std::initializer_list<
 }
 
 // Raises `cls(errno, message)` (or `cls(message)` without an errno) with .path and .offset.
-void raise_os_error(PyObject* cls, const std::string& message, int errno_value, const std::string& path,
-                    std::optional<std::uint64_t> offset) {
+// OSError prints "[Errno N] message": the " (errno N)" the library's messages end with is
+// dropped so that it is not said twice.
+void raise_os_error(PyObject* cls, std::string message, int errno_value, const std::string& path,
+                    std::optional<std::uint64_t> offset, py::list failures = py::list()) {
+  const std::string suffix = fmt::format(" (errno {})", errno_value);
+  if (errno_value != 0 && message.size() > suffix.size() &&
+      message.compare(message.size() - suffix.size(), suffix.size(), suffix) == 0)
+    message.resize(message.size() - suffix.size());
   py::object instance = errno_value != 0 ? py::reinterpret_borrow<py::object>(cls)(errno_value, message)
                                          : py::reinterpret_borrow<py::object>(cls)(message);
+  instance.attr("failures") = failures;
   instance.attr("path") = path.empty() ? py::none() : py::object(py::str(path));
   instance.attr("offset") = offset ? py::object(py::int_(*offset)) : py::none();
   PyErr_SetObject(cls, instance.ptr());
@@ -66,8 +75,12 @@ void translate(std::exception_ptr error) {
     std::rethrow_exception(error);
   } catch (const IoError& e) {
     const IoFailure* first = e.failures().empty() ? nullptr : &e.failures().front();
+    py::list failures;
+    for (const IoFailure& f : e.failures())
+      failures.append(py::make_tuple(f.op == IoOp::read ? "read" : "write", f.path, f.offset, f.size_bytes,
+                                     f.errno_value));
     raise_os_error(g_io_error, e.what(), e.code(), first ? first->path : std::string(),
-                   first ? std::optional<std::uint64_t>(first->offset) : std::nullopt);
+                   first ? std::optional<std::uint64_t>(first->offset) : std::nullopt, failures);
   } catch (const SystemError& e) {
     raise_os_error(g_io_error, e.what(), e.code(), {}, std::nullopt);
   } catch (const ConfigError& e) {
@@ -149,45 +162,59 @@ PYBIND11_MODULE(_swapcoord, m) {
                                {static_cast<py::ssize_t>(a.size_bytes())}, {1});
       });
 
-  py::class_<AioHandle>(m, "AioHandle")
+  // One operation at a time per handle: the calls release the GIL, and the C++ handle is
+  // not thread-safe (a Python program may share a handle between threads).
+  struct PyAioHandle {
+    std::unique_ptr<AioHandle> handle;
+    std::mutex mutex;
+  };
+  const auto locked = [](auto fn) {
+    return [fn](PyAioHandle& h, std::uintptr_t address, std::size_t bytes, const std::string& path,
+                std::uint64_t offset, bool validate) {
+      py::gil_scoped_release unlocked;
+      std::lock_guard lock(h.mutex);
+      fn(*h.handle, memory(address, bytes), path, offset, validate);
+    };
+  };
+  py::class_<PyAioHandle>(m, "AioHandle")
       .def(py::init([](std::size_t block_size, std::size_t queue_depth, bool single_submit, bool overlap_events,
                        std::size_t intra_op_parallelism, const std::string& backend) {
-             return std::make_unique<AioHandle>(
+             auto h = std::make_unique<PyAioHandle>();
+             h->handle = std::make_unique<AioHandle>(
                  aio_config(block_size, queue_depth, single_submit, overlap_events, intra_op_parallelism), backend);
+             return h;
            }),
            py::arg("block_size"), py::arg("queue_depth"), py::arg("single_submit"), py::arg("overlap_events"),
            py::arg("intra_op_parallelism"), py::arg("backend") = std::string(default_engine_name()))
-      .def_property_readonly("block_size", [](const AioHandle& h) { return h.config().block_size; })
-      .def_property_readonly("queue_depth", [](const AioHandle& h) { return h.config().queue_depth; })
-      .def_property_readonly("single_submit", [](const AioHandle& h) { return h.config().single_submit; })
-      .def_property_readonly("overlap_events", [](const AioHandle& h) { return h.config().overlap_events; })
-      .def_property_readonly("intra_op_parallelism", [](const AioHandle& h) { return h.config().intra_op_parallelism; })
-      .def_property_readonly("backend", [](const AioHandle& h) { return std::string(h.backend()); })
-      .def("read", [](AioHandle& h, std::uintptr_t address, std::size_t bytes, const std::string& path,
-                      std::uint64_t offset, bool validate) {
+      .def_property_readonly("block_size", [](const PyAioHandle& h) { return h.handle->config().block_size; })
+      .def_property_readonly("queue_depth", [](const PyAioHandle& h) { return h.handle->config().queue_depth; })
+      .def_property_readonly("single_submit", [](const PyAioHandle& h) { return h.handle->config().single_submit; })
+      .def_property_readonly("overlap_events", [](const PyAioHandle& h) { return h.handle->config().overlap_events; })
+      .def_property_readonly("intra_op_parallelism",
+                             [](const PyAioHandle& h) { return h.handle->config().intra_op_parallelism; })
+      .def_property_readonly("backend", [](const PyAioHandle& h) { return std::string(h.handle->backend()); })
+      .def("read", locked([](AioHandle& h, std::span<std::byte> b, const std::string& path, std::uint64_t offset,
+                             bool validate) { h.read(b, path, offset, validate); }))
+      .def("write", locked([](AioHandle& h, std::span<std::byte> b, const std::string& path, std::uint64_t offset,
+                              bool validate) { h.write(b, path, offset, validate); }))
+      .def("submit_read", locked([](AioHandle& h, std::span<std::byte> b, const std::string& path,
+                                    std::uint64_t offset, bool validate) { h.submit_read(b, path, offset, validate); }))
+      .def("submit_write", locked([](AioHandle& h, std::span<std::byte> b, const std::string& path,
+                                     std::uint64_t offset, bool validate) { h.submit_write(b, path, offset, validate); }))
+      .def("wait", [](PyAioHandle& h) {
              py::gil_scoped_release unlocked;
-             h.read(memory(address, bytes), path, offset, validate);
+             std::lock_guard lock(h.mutex);
+             return h.handle->wait();
            })
-      .def("write", [](AioHandle& h, std::uintptr_t address, std::size_t bytes, const std::string& path,
-                       std::uint64_t offset, bool validate) {
+      .def("close_files", [](PyAioHandle& h) {
              py::gil_scoped_release unlocked;
-             h.write(memory(address, bytes), path, offset, validate);
+             std::lock_guard lock(h.mutex);
+             h.handle->close_files();
            })
-      .def("submit_read", [](AioHandle& h, std::uintptr_t address, std::size_t bytes, const std::string& path,
-                             std::uint64_t offset, bool validate) {
-             py::gil_scoped_release unlocked;
-             h.submit_read(memory(address, bytes), path, offset, validate);
-           })
-      .def("submit_write", [](AioHandle& h, std::uintptr_t address, std::size_t bytes, const std::string& path,
-                              std::uint64_t offset, bool validate) {
-             py::gil_scoped_release unlocked;
-             h.submit_write(memory(address, bytes), path, offset, validate);
-           })
-      .def("wait", [](AioHandle& h) {
-             py::gil_scoped_release unlocked;
-             return h.wait();
-           })
-      .def_property_readonly("pending", &AioHandle::pending);
+      .def_property_readonly("pending", [](PyAioHandle& h) {
+        std::lock_guard lock(h.mutex);
+        return h.handle->pending();
+      });
 
   py::class_<EngineBench>(m, "EngineBench")
       .def(py::init([](const std::string& path, bool write, std::size_t block_size, std::size_t queue_depth,

@@ -14,6 +14,7 @@
 #include "module.hpp"
 #include "swapcoord/common/error.hpp"
 #include "swapcoord/common/log.hpp"
+#include "swapcoord/coord/topology.hpp"
 #include "swapcoord/session/options.hpp"
 #include "swapcoord/session/session.hpp"
 
@@ -30,28 +31,44 @@ using View = std::tuple<std::uintptr_t, std::size_t, std::string>;  // address, 
 // MPI_Finalize: the Python layer calls it from atexit, ahead of mpi4py's).
 class PySession {
  public:
+  // `problem`: what already went wrong on this rank (the Python layer's checks). It and
+  // any error in the configuration documents are agreed on by every rank before the
+  // session is made, so a rank-local mistake is a ConfigError on every rank, naming the
+  // rank, and no rank waits for one that gave up.
   PySession(std::uintptr_t comm_address, const std::vector<Spec>& specs,
-            const std::vector<std::pair<std::string, std::string>>& configs, bool resume) {
+            const std::vector<std::pair<std::string, std::string>>& configs, bool resume, std::string problem) {
     const MPI_Comm comm = *reinterpret_cast<const MPI_Comm*>(comm_address);
-    std::vector<TensorSpec> tensors;
-    tensors.reserve(specs.size());
-    for (const auto& [name, shape, dtype] : specs) tensors.push_back({name, shape, parse_dtype(dtype)});
-    SessionOptions options;
-    options.on_stall = [](const std::string& message) { log::error(message); };
     int rank = 0;
     MPI_Comm_rank(comm, &rank);
-    for (const auto& [text, source] : configs) {
-      nlohmann::json doc;
+    std::vector<TensorSpec> tensors;
+    SessionOptions options;
+    options.on_stall = [](const std::string& message) { log::error(message); };
+    if (problem.empty()) {
       try {
-        doc = nlohmann::json::parse(text);
-      } catch (const nlohmann::json::exception& e) {
-        throw ConfigError(fmt::format("{}: not JSON: {}", source, e.what()));
+        tensors.reserve(specs.size());
+        for (const auto& [name, shape, dtype] : specs) tensors.push_back({name, shape, parse_dtype(dtype)});
+        for (const auto& [text, source] : configs) {
+          nlohmann::json doc;
+          try {
+            doc = nlohmann::json::parse(text);
+          } catch (const nlohmann::json::exception& e) {
+            throw ConfigError(fmt::format("{}: not JSON: {}", source, e.what()));
+          }
+          (void)apply_config(options, doc, source, {}, /*log_ignored=*/rank == 0);
+        }
+        options.validate();
+      } catch (const std::exception& e) {
+        problem = e.what();
       }
-      (void)apply_config(options, doc, source, {}, /*log_ignored=*/rank == 0);
     }
-    py::gil_scoped_release unlocked;
-    _session.emplace(resume ? SwapSession::resume(comm, std::move(tensors), std::move(options))
-                            : SwapSession::create(comm, std::move(tensors), std::move(options)));
+    const char* what = resume ? "Session.resume" : "Session.create";
+    {
+      py::gil_scoped_release unlocked;
+      const auto [bad, message] = first_message(comm, problem);
+      if (bad >= 0) throw ConfigError(fmt::format("{}: rank {}: {}", what, bad, message));
+      _session.emplace(resume ? SwapSession::resume(comm, std::move(tensors), std::move(options))
+                              : SwapSession::create(comm, std::move(tensors), std::move(options)));
+    }
   }
 
   SwapSession& session() {
@@ -114,8 +131,8 @@ void bind_session(py::module_& m) {
 
   py::class_<PySession>(m, "Session")
       .def(py::init<std::uintptr_t, const std::vector<Spec>&, const std::vector<std::pair<std::string, std::string>>&,
-                    bool>(),
-           py::arg("comm_address"), py::arg("tensors"), py::arg("configs"), py::arg("resume"))
+                    bool, std::string>(),
+           py::arg("comm_address"), py::arg("tensors"), py::arg("configs"), py::arg("resume"), py::arg("problem"))
       .def("close", &PySession::close)
       .def_property_readonly("closed", &PySession::closed)
       .def("swap_out", [](PySession& s, const std::vector<std::uint32_t>& ids, const std::vector<View>& views) {

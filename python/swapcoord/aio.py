@@ -53,10 +53,13 @@ class AioHandle:
     def get_intra_op_parallelism(self):
         return self._handle.intra_op_parallelism
 
+    get_thread_count = get_intra_op_parallelism  # DeepSpeed before 0.15
+
     # -- transfers ------------------------------------------------------------------------
     def read(self, buffer, filename, validate, file_offset=0):
         """Synchronous read of buffer.nbytes bytes of `filename` at file_offset. Returns 0."""
         address, nbytes, _ = tensor_memory(buffer, f"aio_handle read of '{filename}'")
+        file_offset = _offset(file_offset, filename)
         with _naming(filename):
             self._handle.read(address, nbytes, str(filename), int(file_offset), bool(validate))
         return 0
@@ -65,6 +68,7 @@ class AioHandle:
         """Synchronous write of the whole buffer to `filename` at file_offset (the file is
         created when missing, never truncated). Returns 0."""
         address, nbytes, _ = tensor_memory(buffer, f"aio_handle write of '{filename}'")
+        file_offset = _offset(file_offset, filename)
         with _naming(filename):
             self._handle.write(address, nbytes, str(filename), int(file_offset), bool(validate))
         return 0
@@ -101,6 +105,7 @@ class AioHandle:
     def _submit(self, is_read, buffer, filename, validate, async_op, file_offset):
         what = f"aio_handle {'pread' if is_read else 'pwrite'} of '{filename}'"
         address, nbytes, _ = tensor_memory(buffer, what)
+        file_offset = _offset(file_offset, filename)
         with _naming(filename):
             if not async_op and not self._in_flight:
                 # Synchronous with nothing queued: one call into the extension.
@@ -109,10 +114,14 @@ class AioHandle:
                 return 1
             (self._handle.submit_read if is_read else self._handle.submit_write)(address, nbytes, str(filename),
                                                                                  int(file_offset), bool(validate))
-        self._in_flight.append(buffer)
+        self._in_flight.append(buffer.detach())  # the storage, even if `buffer` is re-pointed
         if async_op:
             return 0
         return self.wait()
+
+    def close_files(self):
+        """Closes the files the handle keeps open between calls (not DeepSpeed's)."""
+        self._handle.close_files()
 
     # -- pinned tensors -------------------------------------------------------------------
     def new_cpu_locked_tensor(self, num_elem, example_tensor):
@@ -125,7 +134,11 @@ class AioHandle:
             raise _swapcoord.ConfigError(f"new_cpu_locked_tensor: num_elem {num_elem} is negative")
         if num_elem == 0:
             return torch.empty(0, dtype=dtype)
-        memory = _swapcoord.PinnedBuffer(num_elem * element_size)
+        try:
+            memory = _swapcoord.PinnedBuffer(num_elem * element_size)
+        except _swapcoord.IoError as error:
+            raise MemoryError(f"new_cpu_locked_tensor of {num_elem} elements ({num_elem * element_size} bytes): "
+                              f"{error}") from None
         tensor = torch.frombuffer(memory, dtype=dtype, count=num_elem)
         self._locked[tensor.data_ptr()] = memory
         return tensor
@@ -146,3 +159,10 @@ def _naming(filename):
         if e.path is None:
             e.path = str(filename)
         raise
+
+
+def _offset(file_offset, filename):
+    offset = int(file_offset)
+    if offset < 0:
+        raise _swapcoord.ConfigError(f"aio_handle: file_offset {offset} of '{filename}' is negative")
+    return offset

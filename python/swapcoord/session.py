@@ -25,6 +25,7 @@ before mpi4py finalises MPI).
 import atexit
 import json
 import os
+import sys
 import weakref
 
 from . import _swapcoord
@@ -43,7 +44,10 @@ _open_sessions = weakref.WeakSet()
 @atexit.register
 def _close_open_sessions():
     for session in list(_open_sessions):
-        session.close()
+        try:
+            session.close()
+        except Exception as error:  # noqa: BLE001 (at exit: say it, close the others)
+            print(f"swapcoord: closing a session at exit: {error}", file=sys.stderr)
 
 
 def _config_documents(config, options):
@@ -138,21 +142,32 @@ class Session:
         return cls._open(comm, tensors, config, groups, options, resume=True)
 
     @classmethod
-    def _open(cls, comm, tensors, config, groups, options, resume):
+    def _open(cls, comm, tensors, config, groups, options, resume, problem=""):
         from mpi4py import MPI as _MPI  # here, so that `import swapcoord` alone does not start MPI
         self = object.__new__(cls)
-        specs = _specs(tensors)
-        self._names = [name for name, _, _ in specs]
-        self._dtypes = [dtype for _, _, dtype in specs]
-        self._ids = {name: i for i, name in enumerate(self._names)}
-        if len(self._ids) != len(self._names):
-            seen = set()
-            duplicate = next(n for n in self._names if n in seen or seen.add(n))
-            raise _swapcoord.ConfigError(f"tensors: the name '{duplicate}' is given twice")
-        self._groups = {}
-        for group, members in (groups or {}).items():
-            self._groups[str(group)] = [self._id(m) for m in members]
-        self._session = _swapcoord.Session(_MPI._addressof(comm), specs, _config_documents(config, options), resume)
+        # What can go wrong on this rank alone (a bad tensor list, an unreadable config) is
+        # handed to the collective call, which raises it on every rank: raising it here
+        # would leave the other ranks waiting in create() for this one.
+        specs, documents = [], []
+        try:
+            if problem:  # the caller's (OptimizerSwapper's) own checks failed
+                raise _swapcoord.ConfigError(problem)
+            specs = _specs(tensors)
+            self._names = [name for name, _, _ in specs]
+            self._dtypes = [dtype for _, _, dtype in specs]
+            self._ids = {name: i for i, name in enumerate(self._names)}
+            if len(self._ids) != len(self._names):
+                seen = set()
+                duplicate = next(n for n in self._names if n in seen or seen.add(n))
+                raise _swapcoord.ConfigError(f"tensors: the name '{duplicate}' is given twice")
+            self._groups = {}
+            for group, members in (groups or {}).items():
+                self._groups[str(group)] = [self._id(m) for m in members]
+            documents = _config_documents(config, options)
+        except (ValueError, TypeError, OSError, _swapcoord.Error) as error:
+            problem = str(error) or type(error).__name__
+            specs, documents = [], []
+        self._session = _swapcoord.Session(_MPI._addressof(comm), specs, documents, resume, problem)
         _open_sessions.add(self)
         return self
 
@@ -198,7 +213,9 @@ class Session:
                     f"{what} of tensor '{name}': rank {self.rank}'s piece is {piece[4]} elements of "
                     f"{self._dtypes[i]}, the tensor given has {t.numel()} of {dtype}")
             views.append((address, t.numel(), dtype))
-        return views, list(tensors)
+        # detach(): another tensor object on the same storage, so that the memory stays
+        # alive even if the caller re-points the tensor (t.data = ..., t.set_()).
+        return views, [t.detach() for t in tensors]
 
     # -- swapping -------------------------------------------------------------------------
     def swap_out(self, names, tensors):
@@ -234,14 +251,15 @@ class Session:
     # -- collective -----------------------------------------------------------------------
     def commit(self, metadata=None):
         """Collective: everything swapped out so far becomes durable and is recorded in the
-        catalog with `metadata` (a JSON-serialisable value, or a str; rank 0's is kept).
-        Returns the new epoch."""
-        if metadata is None:
-            text = ""
-        elif isinstance(metadata, str):
-            text = metadata
-        else:
-            text = json.dumps(metadata, sort_keys=True)
+        catalog with `metadata` (any JSON-serialisable value, stored as JSON, at most
+        32 KiB; rank 0's is kept and given back as `metadata` by resume). Returns the new
+        epoch."""
+        try:
+            text = "" if metadata is None else json.dumps(metadata, sort_keys=True)
+        except (TypeError, ValueError) as error:
+            if self.rank == 0:  # the others time out in the commit, naming rank 0
+                raise _swapcoord.ConfigError(f"commit: the metadata is not JSON-serialisable: {error}") from None
+            text = ""  # only rank 0's is kept
         return self._session.commit(text)
 
     def verify(self):
@@ -281,11 +299,11 @@ class Session:
         """What the commit this session resumed from recorded (decoded from JSON when it is
         JSON), or None for a session made by create()."""
         text = self._session.resumed_metadata
-        if text is None or text == "":
+        if not text:
             return None
         try:
             return json.loads(text)
-        except ValueError:
+        except ValueError:  # written by another program than this package
             return text
 
     rank = property(lambda self: self._session.rank)
@@ -309,10 +327,15 @@ class Session:
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self):
-        """Waits for work in flight and ends the session (not collective)."""
-        if not self._session.closed:
+        """Waits for work in flight and ends the session (not collective). Raises the
+        error of an async call whose handle was dropped without wait(), after closing."""
+        if self._session.closed:
+            return
+        try:
+            self._session.wait_all()
+        finally:
             self._session.close()
-        _open_sessions.discard(self)
+            _open_sessions.discard(self)
 
     @property
     def closed(self):
@@ -321,6 +344,12 @@ class Session:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:  # an exception is on its way: it is the one to see
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001
+                pass
         return False

@@ -51,27 +51,28 @@ _STATE_KEYS = ("exp_avg", "exp_avg_sq")
 
 class OptimizerSwapper:
     def __init__(self, optimizer, comm, group_numels, *, resume=False, master_on_nvme=False, **session_options):
-        if optimizer is not None and not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
-            raise _swapcoord.ConfigError(
-                f"OptimizerSwapper: wraps torch.optim.Adam or AdamW, not {type(optimizer).__name__}")
-        for group in optimizer.param_groups if optimizer is not None else []:
-            if group.get("amsgrad"):
-                raise _swapcoord.ConfigError("OptimizerSwapper: amsgrad=True is not supported (its max_exp_avg_sq "
-                                             "would be a third swapped tensor)")
         self.optimizer = optimizer
         self.comm = comm
         self.group_numels = [int(n) for n in group_numels]
         self.master_on_nvme = bool(master_on_nvme)
+        self._broken = None  # why the swapper cannot go on (a step that failed part-way)
         specs = []
         for k, n in enumerate(self.group_numels):
             specs += [(f"exp_avg.{k}", [n], "float32"), (f"exp_avg_sq.{k}", [n], "float32"),
                       (f"master.{k}", [n], "float32")]
         session_options.setdefault("policy", "sharded")
-        if session_options["policy"] != "sharded":
-            raise _swapcoord.ConfigError("OptimizerSwapper: the session's policy must be 'sharded' (one shard of each "
-                                         f"group per rank), not '{session_options['policy']}'")
-        open_session = Session.resume if resume else Session.create
-        self.session = open_session(comm, specs, **session_options)
+        # A mistake found here is raised by the session's creation on every rank (naming
+        # this rank), so that no rank waits in it for one that gave up.
+        problem = ""
+        try:
+            self._check_optimizer()
+            if session_options["policy"] != "sharded":
+                raise _swapcoord.ConfigError("OptimizerSwapper: the session's policy must be 'sharded' (one shard of "
+                                             f"each group per rank), not '{session_options['policy']}'")
+        except _swapcoord.ConfigError as error:
+            problem = str(error)
+        self.session = Session._open(comm, specs, None, None, session_options, resume, problem)
+        error = None
         try:
             self._bind_params()
             self._buffers = [self._buffer_set(), self._buffer_set()]
@@ -83,9 +84,32 @@ class OptimizerSwapper:
                 self._restore()
             else:
                 self._initialise()
+        except Exception as e:  # noqa: BLE001 (agreed on below, then raised on every rank)
+            error = e
+        try:
+            _agree(comm, error, "OptimizerSwapper")
         except BaseException:
             self.session.close()
             raise
+
+    def _check_optimizer(self):
+        optimizer = self.optimizer
+        if optimizer is None:
+            return
+        if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+            raise _swapcoord.ConfigError(
+                f"OptimizerSwapper: wraps torch.optim.Adam or AdamW, not {type(optimizer).__name__}")
+        for i, group in enumerate(optimizer.param_groups):
+            for key, why in (("amsgrad", "its max_exp_avg_sq would be a third swapped tensor"),
+                             ("capturable", "it is for CUDA graphs"), ("fused", "it is a CUDA kernel")):
+                if group.get(key):
+                    raise _swapcoord.ConfigError(f"OptimizerSwapper: param_groups[{i}] has {key}=True, which is not "
+                                                 f"supported ({why})")
+
+    @classmethod
+    def resume(cls, optimizer, comm, group_numels, **options):
+        """The same as OptimizerSwapper(..., resume=True): continues from the last commit."""
+        return cls(optimizer, comm, group_numels, resume=True, **options)
 
     # -- set-up ---------------------------------------------------------------------------
     def _bind_params(self):
@@ -121,12 +145,20 @@ class OptimizerSwapper:
         return names + [f"master.{k}"] if with_master else names
 
     def _initialise(self):
-        """A new run: Adam's initial state (zeros, step 0) and the masters, written once so
-        that every piece has a copy before the first step or commit."""
+        """A new run: each parameter's state as the optimizer holds it (after steps taken
+        before the swapper, or optimizer.load_state_dict), else Adam's initial state (zeros,
+        step 0), and the masters, written once so that every piece has a copy before the
+        first step or commit."""
         zeros = torch.zeros(self._capacity, dtype=torch.float32)
         for k, p, n in self._local:
-            self.session.swap_out(self._names(k, True), [zeros[:n], zeros[:n], p.detach()])
-            self.optimizer.state[p] = {"step": torch.tensor(0.0)}
+            state = self.optimizer.state.get(p, {})
+            if "exp_avg" in state:
+                exp_avg, exp_avg_sq = state["exp_avg"].contiguous(), state["exp_avg_sq"].contiguous()
+                step = state["step"].clone() if torch.is_tensor(state["step"]) else torch.tensor(float(state["step"]))
+            else:
+                exp_avg, exp_avg_sq, step = zeros[:n], zeros[:n], torch.tensor(0.0)
+            self.session.swap_out(self._names(k, True), [exp_avg, exp_avg_sq, p.detach()])
+            self.optimizer.state[p] = {"step": step}  # the rest is on NVMe now
             if self.master_on_nvme:
                 p.data = _placeholder(n)
 
@@ -179,10 +211,25 @@ class OptimizerSwapper:
         """One optimizer step over every group: group k+1's state is read while group k is
         updated, then group k's is written. `closure` is called once, first (as
         torch.optim's); on_group_updated(k, master) after each group's update."""
+        self._usable()
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        try:
+            self._step(on_group_updated)
+        except BaseException as error:
+            # Some groups were updated and some not: committing that would record a state
+            # no run ever had. The swapper refuses to go on; resume from the last commit.
+            self._broken = f"a step failed part-way ({type(error).__name__}: {error})"
+            raise
+        return loss
+
+    def _usable(self):
+        if self._broken:
+            raise _swapcoord.Error(f"OptimizerSwapper: {self._broken}; resume from the last commit")
+
+    def _step(self, on_group_updated):
         start = time.perf_counter()
         stats = self._stats = {"swap_in_bytes": 0, "swap_in_s": 0.0, "in_wait_s": 0.0, "update_s": 0.0, "groups": []}
         in_flight = self._early
@@ -214,7 +261,6 @@ class OptimizerSwapper:
             self._write(slot, k, p, n)
         self._wait_out()  # the writes overlapped the updates after them; the last one is waited for here
         stats["step_s"] = time.perf_counter() - start
-        return loss
 
     def _update(self, k, p, n, buffers):
         """Adam's update of one parameter, with its state in `buffers`."""
@@ -274,17 +320,28 @@ class OptimizerSwapper:
     def commit(self, metadata=None):
         """Collective: the state of every group and the masters become durable, recorded
         with `metadata` (JSON-serialisable; given back as `metadata` on resume). Returns
-        the epoch."""
-        self.wait()
-        if not self.master_on_nvme:
-            for k, p, n in self._local:
-                self.session.swap_out(f"master.{k}", p.detach())
-        steps = {}
-        for part in self.comm.allgather({str(k): float(self.optimizer.state[p]["step"]) for k, p, _ in self._local}):
-            steps.update(part)
-        record = {"user": metadata, "optimizer_steps": steps, "group_numels": self.group_numels,
+        the epoch. A failure on any rank raises on every rank, naming the rank."""
+        error, steps = None, {}
+        try:
+            self._usable()
+            self.wait()
+            if not self.master_on_nvme:
+                for k, p, n in self._local:
+                    self.session.swap_out(f"master.{k}", p.detach())
+            steps = {str(k): float(self.optimizer.state[p]["step"]) for k, p, _ in self._local}
+            record = json.dumps({"user": metadata, "optimizer_steps": {}, "group_numels": self.group_numels})
+            if len(record) > 16 * 1024:
+                raise _swapcoord.ConfigError(f"commit: the metadata takes {len(record)} bytes as JSON; at most 16 KiB "
+                                             "(the swapper's own record needs the rest of the catalog's 32 KiB)")
+        except Exception as e:  # noqa: BLE001 (agreed on below)
+            error = e
+        parts = _agree(self.comm, error, "OptimizerSwapper.commit", steps)
+        merged = {}
+        for part in parts:
+            merged.update(part)
+        record = {"user": metadata, "optimizer_steps": merged, "group_numels": self.group_numels,
                   "optimizer": type(self.optimizer).__name__ if self.optimizer is not None else None}
-        return self.session.commit(json.dumps(record, sort_keys=True))
+        return self.session.commit(record)
 
     def state_dict(self):
         """This rank's state, read into memory: {"state": {k: {"exp_avg", "exp_avg_sq",
@@ -305,6 +362,7 @@ class OptimizerSwapper:
     def load_state_dict(self, state_dict):
         """Writes a state_dict() of the same layout (this rank's groups) back."""
         self.wait()
+        self._broken = None  # the whole state is given anew
         if list(state_dict.get("group_numels", [])) != self.group_numels:
             raise _swapcoord.ConfigError(f"load_state_dict: groups of {state_dict.get('group_numels')} elements, "
                                          f"this swapper has {self.group_numels}")
@@ -312,6 +370,13 @@ class OptimizerSwapper:
             if k not in state_dict["state"]:
                 raise _swapcoord.ConfigError(f"load_state_dict: no state for group {k} (rank {self.session.rank} "
                                              "owns a piece of it)")
+            ranges = state_dict.get("ranges", {})
+            mine = self.session.local_piece(f"master.{k}")
+            if k in ranges and tuple(ranges[k]) != tuple(mine):
+                raise _swapcoord.ConfigError(
+                    f"load_state_dict: group {k}: the state is of elements {tuple(ranges[k])} (offset, count), rank "
+                    f"{self.session.rank} owns {tuple(mine)} in this job (saved at another rank count? resume from "
+                    "a commit re-partitions; a state_dict does not)")
             s = state_dict["state"][k]
             master = state_dict["master"][k]
             self.session.swap_out(self._names(k, True), [s["exp_avg"].contiguous(), s["exp_avg_sq"].contiguous(),
@@ -332,6 +397,26 @@ class OptimizerSwapper:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _agree(comm, error, what, value=None):
+    """Collective: every rank learns whether one failed. Returns every rank's `value`; else
+    raises on every rank the first failing rank's error (a ConfigError when it was one,
+    else a PhaseError naming the rank), chained to the local one where it happened."""
+    mine = None if error is None else (type(error).__name__, str(error), isinstance(error, _swapcoord.ConfigError))
+    everyone = comm.allgather((mine, value))
+    for rank, (failure, _) in enumerate(everyone):
+        if failure is not None:
+            kind, message, config = failure
+            if config:  # the message says what; name the rank unless it does
+                text = message if f"rank {rank} " in message else f"rank {rank}: {message}"
+            else:
+                text = f"{what}: rank {rank}: {kind}: {message}"
+            raised = _swapcoord.ConfigError(text) if config else _swapcoord.PhaseError(text)
+            if not config:
+                raised.failed_rank = rank
+            raise raised from error
+    return [v for _, v in everyone]
 
 
 def _placeholder(numel):

@@ -115,6 +115,13 @@ SwapFileRef AioHandle::open_file(const std::string& path, bool writable, bool di
           c.inode == info.st_ino)
         return c.file;
   }
+  // A miss: forget the kept files of this path and those deleted since they were opened
+  // (a descriptor of a deleted file holds its blocks).
+  std::erase_if(_files, [&](const Cached& c) {
+    struct stat kept{};
+    const bool replaced = c.path == path && (!exists || c.device != info.st_dev || c.inode != info.st_ino);
+    return replaced || ::fstat(c.file->fd(), &kept) != 0 || kept.st_nlink == 0;
+  });
   if (writable && !exists) {
     // DeepSpeed opens with O_CREAT and no O_TRUNC: other bytes of an existing file stay.
     UniqueFd made(::open(path.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
@@ -123,11 +130,12 @@ SwapFileRef AioHandle::open_file(const std::string& path, bool writable, bool di
   const SwapFile opened = SwapFile::open(path, direct ? config().direct : DirectMode::off, writable);
   SwapFileRef file(opened);
   if (::fstat(file->fd(), &info) != 0) throw SystemError(fmt::format("aio_handle: cannot stat '{}'", path), errno);
-  std::erase_if(_files, [&](const Cached& c) { return c.path == path && c.writable == writable && c.direct == direct; });
   if (_files.size() >= 64) _files.erase(_files.begin());
   _files.push_back({path, writable, direct, info.st_dev, info.st_ino, file});
   return file;
 }
+
+void AioHandle::close_files() noexcept { _files.clear(); }
 
 void AioHandle::finish(Op& op) {
   if (op.ticket) (void)_engine->wait(std::move(op.ticket));

@@ -1403,7 +1403,15 @@ int SwapSession::commit(std::string_view metadata) {
     header.plan_fingerprint = fmt::format("{:016x}", s.plan.fingerprint());
     header.config_json = s.options.to_json().dump();
     header.created = utc_now();
-    header.metadata = std::string(metadata);  // rank 0's is the one written
+    if (t.rank() == 0) {  // rank 0's is the one written; a bad one fails the commit on every rank
+      if (metadata.size() > kCatalogMetadataBytes)
+        throw ConfigError(fmt::format("commit: the metadata has {} bytes, more than the catalog's {} (an HDF5 "
+                                      "attribute)", metadata.size(), kCatalogMetadataBytes));
+      if (metadata.find('\0') != std::string_view::npos)
+        throw ConfigError(fmt::format("commit: the metadata holds a NUL byte at offset {} (it is stored as a string)",
+                                      metadata.find('\0')));
+      header.metadata = std::string(metadata);
+    }
     // This rank's rows; a row's file is its index among this rank's files (rank 0 numbers
     // them across ranks).
     CatalogPart part;

@@ -494,6 +494,30 @@ TEST_F(SessionTest, ANewSessionOverACommittedCatalogIsRefusedUnlessOverwrite) {
   fresh.remove_files();
 }
 
+TEST_F(SessionTest, CommitMetadataIsStoredAndCheckedOnEveryRank) {
+  ASSERT_FALSE(dir.path().empty());
+  SessionOptions o = options_in(dir.path());
+  {
+    SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+    Memory m(s);
+    m.fill(3);
+    s.swap_out(m.ids, m.views);
+    s.commit(R"({"step": 7})");
+    // Too long, or a NUL byte: rank 0 refuses, and every rank gets the PhaseError.
+    std::string message = expect_throw_on_all_ranks<PhaseError>(
+        [&] { (void)s.commit(std::string(kCatalogMetadataBytes + 1, 'x')); });
+    EXPECT_NE(message.find("the metadata has 32769 bytes, more than the catalog's 32768"), std::string::npos)
+        << message;
+    message = expect_throw_on_all_ranks<PhaseError>([&] { (void)s.commit(std::string("a\0b", 3)); });
+    EXPECT_NE(message.find("the metadata holds a NUL byte at offset 1"), std::string::npos) << message;
+  }
+  SwapSession r = SwapSession::resume(MPI_COMM_WORLD, awkward_tensors(), o);
+  ASSERT_NE(r.resumed_from(), nullptr);
+  EXPECT_EQ(r.resumed_from()->epoch, 0);  // the refused commits left epoch 0 in place
+  EXPECT_EQ(r.resumed_from()->metadata, R"({"step": 7})");
+  r.remove_files();
+}
+
 TEST_F(SessionTest, SwitchingFromOneSlotToTwoOnResumeKeepsTheCommittedCopy) {
   ASSERT_FALSE(dir.path().empty());
   SessionOptions o = options_in(dir.path());

@@ -16,7 +16,9 @@ import swapcoord
 MiB = 1 << 20
 
 
-class AioHandleTest(unittest.TestCase):
+class HandleCase(unittest.TestCase):
+    """A handle and a scratch directory (on the real disk) per test."""
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="swapcoord-aio-", dir=os.environ.get("SWAPCOORD_TEST_DIR", "/var/tmp"))
         self.path = os.path.join(self.dir, "t.bin")
@@ -29,6 +31,8 @@ class AioHandleTest(unittest.TestCase):
         g = torch.Generator().manual_seed(seed)
         return torch.randint(0, 256, (nbytes,), dtype=torch.uint8, generator=g)
 
+
+class AioHandleTest(HandleCase):
     def test_defaults_and_getters_are_deepspeeds(self):
         d = swapcoord.AioHandle()
         self.assertEqual((d.get_block_size(), d.get_queue_depth(), d.get_single_submit(), d.get_overlap_events(),
@@ -165,6 +169,80 @@ class AioHandleTest(unittest.TestCase):
         self.assertEqual(caught.exception.offset, MiB)
         self.assertTrue(torch.equal(out, good))  # the other operation completed
         self.assertEqual(self.h.wait(), 0)       # and nothing is left queued
+
+
+class AioHandleSafetyTest(HandleCase):
+    """The handle's kept files, threads and memory lifetimes."""
+
+    def test_a_replaced_file_is_opened_anew(self):
+        old = self.pattern(8192, 20)
+        self.h.sync_pwrite(old, self.path)
+        new_path = self.path + ".new"
+        new = self.pattern(8192, 21)
+        with open(new_path, "wb") as f:
+            f.write(bytes(new.numpy()))
+        os.replace(new_path, self.path)        # a writer replaces the file by rename
+        out = torch.zeros(8192, dtype=torch.uint8)
+        self.h.sync_pread(out, self.path)
+        self.assertTrue(torch.equal(out, new))
+        self.h.sync_pwrite(old, self.path)     # and writes go to the new file, not the old one
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), bytes(old.numpy()))
+
+    def test_deleted_files_are_not_kept_open(self):
+        def deleted():
+            fds = os.listdir("/proc/self/fd")
+            return [fd for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")
+                    and os.readlink(f"/proc/self/fd/{fd}").endswith("(deleted)")]
+        self.h.sync_pwrite(self.pattern(MiB, 22), self.path)
+        os.remove(self.path)
+        self.h.sync_pwrite(self.pattern(4096, 23), self.path + ".other")  # the next open drops it
+        self.assertEqual(deleted(), [])
+        self.h.close_files()
+        self.assertFalse(any(os.readlink(f"/proc/self/fd/{fd}").startswith(self.dir)
+                             for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")))
+
+    def test_one_handle_shared_by_threads(self):
+        import threading
+        data = [self.pattern(MiB, 30 + i) for i in range(4)]
+        for i, t in enumerate(data):
+            self.h.sync_pwrite(t, self.path, i * MiB)
+        errors = []
+
+        def worker(i):
+            try:
+                for _ in range(20):
+                    out = torch.zeros(MiB, dtype=torch.uint8)
+                    self.h.sync_pread(out, self.path, i * MiB)
+                    assert torch.equal(out, data[i])
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+
+    def test_a_queued_read_keeps_its_memory(self):
+        self.h.sync_pwrite(self.pattern(4 * MiB, 40), self.path)
+        out = torch.zeros(4 * MiB, dtype=torch.uint8)
+        keep = out.detach()
+        self.h.async_pread(out, self.path)
+        out.data = torch.empty(0, dtype=torch.uint8)  # re-pointed while queued
+        del out
+        self.assertEqual(self.h.wait(), 1)
+        self.assertTrue(torch.equal(keep, self.pattern(4 * MiB, 40)))
+
+    def test_a_negative_offset_is_a_config_error(self):
+        with self.assertRaisesRegex(swapcoord.ConfigError, "file_offset -1"):
+            self.h.sync_pread(torch.zeros(4), self.path, -1)
+
+    def test_oserror_text_says_the_errno_once(self):
+        with self.assertRaises(swapcoord.IoError) as caught:
+            self.h.sync_pread(torch.zeros(4), os.path.join(self.dir, "missing.bin"))
+        self.assertEqual(str(caught.exception).count("No such file or directory"), 1)
+        self.assertTrue(str(caught.exception).startswith("[Errno 2] "))
 
 
 if __name__ == "__main__":

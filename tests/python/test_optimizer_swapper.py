@@ -125,7 +125,7 @@ class OptimizerSwapperTest(unittest.TestCase):
             self.assertTrue(all(torch.equal(p, q) for p, q in zip(ref, mine)))
         # A new process would start here: fresh parameters, resume from the commit.
         fresh = [torch.full_like(p, float("nan")) for p in ref]
-        with self.swapper(torch.optim.Adam(fresh, lr=1e-2), resume=True) as swapper:
+        with OptimizerSwapper.resume(torch.optim.Adam(fresh, lr=1e-2), comm, NUMELS, **self.options) as swapper:
             self.assertEqual(swapper.metadata, {"step": 2, "note": "two steps"})
             self.assertTrue(all(torch.equal(p, q) for p, q in zip(ref, fresh)))
             for step in range(2, 4):
@@ -140,7 +140,8 @@ class OptimizerSwapperTest(unittest.TestCase):
             self.swapper(torch.optim.SGD(shards(self.full), lr=0.1))
         with self.assertRaisesRegex(swapcoord.ConfigError, "amsgrad"):
             self.swapper(torch.optim.Adam(shards(self.full), amsgrad=True))
-        with self.assertRaisesRegex(swapcoord.ConfigError, f"rank {R} owns a piece of"):
+        # Every rank gets the lowest failing rank's error.
+        with self.assertRaisesRegex(swapcoord.ConfigError, "rank 0 owns a piece of"):
             self.swapper(torch.optim.Adam(shards(self.full)[:1] + [torch.zeros(3)] * 7))
         with self.assertRaisesRegex(swapcoord.ConfigError, "Session option 'root' is not known"):
             OptimizerSwapper(torch.optim.Adam(shards(self.full)), comm, NUMELS, root="/tmp/x")
@@ -152,6 +153,71 @@ class OptimizerSwapperTest(unittest.TestCase):
             OptimizerSwapper(torch.optim.Adam([torch.zeros(c) for o, c in
                                                (swapcoord.shard_ranges(n, W)[R] for n in other) if c]),
                              comm, other, resume=True, **self.options)
+
+
+    def test_state_the_optimizer_already_has_is_kept(self):
+        ref, mine = shards(self.full), shards(self.full)
+        ref_opt, my_opt = torch.optim.Adam(ref, lr=1e-2), torch.optim.Adam(mine, lr=1e-2)
+        for step in range(2):  # steps in memory before the swapper takes over
+            for p, q, g in zip(ref, mine, grads(step, ref)):
+                p.grad, q.grad = g.clone(), g.clone()
+            ref_opt.step()
+            my_opt.step()
+        with self.swapper(my_opt) as swapper:
+            for step in range(2, 4):
+                for p, q, g in zip(ref, mine, grads(step, ref)):
+                    p.grad, q.grad = g.clone(), g.clone()
+                ref_opt.step()
+                swapper.step()
+            self.assertTrue(all(torch.equal(p, q) for p, q in zip(ref, mine)))
+            state = swapper.state_dict()
+            self.assertTrue(all(float(s["step"]) == 4.0 for s in state["state"].values()))
+
+    def test_a_failed_step_stops_the_swapper_until_resumed(self):
+        mine = shards(self.full)
+        with self.swapper(torch.optim.Adam(mine, lr=1e-2)) as swapper:
+            for p, g in zip(mine, grads(0, mine)):
+                p.grad = g
+            swapper.commit({"step": 0})
+
+            def fail(k, master):
+                raise RuntimeError(f"copy of group {k} failed")
+            with self.assertRaisesRegex(RuntimeError, "copy of group"):
+                swapper.step(on_group_updated=fail)
+            with self.assertRaisesRegex(swapcoord.Error, "a step failed part-way .*resume from the last commit"):
+                swapper.step()
+            with self.assertRaisesRegex(swapcoord.Error, "a step failed part-way"):
+                swapper.commit({"step": 1})  # every rank failed the same way: no rank waits
+
+    def test_a_failure_on_one_rank_is_raised_on_every_rank(self):
+        if W < 2:
+            self.skipTest("needs 2 ranks")
+        # Session creation: only rank 1 names an unknown option.
+        options = dict(self.options, overwrite=True)
+        if R == 1:
+            options["bogus"] = 1
+        with self.assertRaisesRegex(swapcoord.ConfigError, "rank 1: Session option 'bogus' is not known"):
+            swapcoord.Session.create(comm, {"x": torch.zeros(10)}, **options)
+        # A commit: rank 1's parameter was replaced by one of another dtype.
+        mine = shards(self.full)
+        with self.swapper(torch.optim.Adam(mine, lr=1e-2)) as swapper:
+            if R == 1:
+                mine[0].data = mine[0].data.double()
+            with self.assertRaisesRegex(swapcoord.ConfigError, "rank 1: .*master.0.*float64"):
+                swapper.commit({"step": 0})
+
+    def test_load_state_dict_of_another_layout_is_refused(self):
+        with self.swapper(torch.optim.Adam(shards(self.full), lr=1e-2)) as swapper:
+            state = swapper.state_dict()
+            k = next(iter(state["ranges"]))
+            offset, count = state["ranges"][k]
+            state["ranges"][k] = (offset + 1024, count)
+            with self.assertRaisesRegex(swapcoord.ConfigError, f"group {k}: the state is of elements"):
+                swapper.load_state_dict(state)
+
+    def test_cuda_only_options_are_refused(self):
+        with self.assertRaisesRegex(swapcoord.ConfigError, "capturable=True"):
+            self.swapper(torch.optim.Adam(shards(self.full), capturable=True))
 
 
 class SessionTest(unittest.TestCase):
@@ -183,9 +249,50 @@ class SessionTest(unittest.TestCase):
                                           policy="round-robin") as s:
                 self.assertEqual(s.metadata, {"step": 3})
                 self.assertEqual(s.resumed_epoch, 0)
+            # Too much metadata, or a NUL in it: the commit fails on every rank, naming rank 0.
+            with swapcoord.Session.resume(comm, tensors, roots=os.path.join(d, "r"), catalog_dir=os.path.join(d, "c"),
+                                          policy="round-robin") as s:
+                with self.assertRaisesRegex(swapcoord.PhaseError, "rank 0.*metadata has 400\\d\\d bytes"):
+                    s.commit("x" * 40000)
+                s.commit({"a": "\0b"})  # JSON escapes the NUL: it round-trips
+            with swapcoord.Session.resume(comm, tensors, roots=os.path.join(d, "r"), catalog_dir=os.path.join(d, "c"),
+                                          policy="round-robin") as s:
+                self.assertEqual(s.metadata, {"a": "\0b"})
             # A second create over the committed catalog is refused, naming it.
             with self.assertRaisesRegex(swapcoord.Error, "catalog"):
                 swapcoord.Session.create(comm, tensors, roots=os.path.join(d, "r"), catalog_dir=os.path.join(d, "c"))
+        finally:
+            comm.Barrier()
+            if R == 0:
+                shutil.rmtree(d)
+
+
+    def test_memory_of_an_async_call_stays_alive_and_a_dropped_error_is_raised_at_close(self):
+        d = comm.bcast(tempfile.mkdtemp(prefix="swapcoord-session-", dir="/var/tmp") if R == 0 else None)
+        try:
+            tensors = {"big": torch.zeros(16 << 20), "w": torch.zeros(1 << 20)}
+            s = swapcoord.Session.create(comm, tensors, roots=os.path.join(d, "r"), catalog_dir=os.path.join(d, "c"),
+                                         policy="sharded")
+            big = torch.ones(s.local_piece("big")[1])
+            w = torch.arange(s.local_piece("w")[1], dtype=torch.float32)
+            s.swap_out(["big", "w"], [big, w])
+            first = s.swap_out_async("big", big)  # queued ahead: the next call waits behind it
+            back = torch.zeros_like(w)
+            keep = back.detach()                  # to look at the storage afterwards
+            h = s.swap_in_async("w", back)
+            back.data = torch.empty(0)            # the caller re-points its tensor meanwhile
+            del back
+            first.wait()
+            h.wait()
+            self.assertTrue(torch.equal(keep, w))  # the read landed in the original storage
+            # An error of an async call whose handle was dropped comes out of close().
+            path, offset, _ = s.where("w")
+            os.truncate(path, offset)
+            h = s.swap_in_async("w", torch.zeros_like(w))
+            del h
+            with self.assertRaisesRegex(swapcoord.IoError, "ended first|short"):
+                s.close()
+            self.assertTrue(s.closed)
         finally:
             comm.Barrier()
             if R == 0:

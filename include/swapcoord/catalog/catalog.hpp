@@ -43,6 +43,7 @@ class HdfError : public Error {
 inline constexpr std::string_view kCatalogFormat = "swapcoord-catalog";
 inline constexpr int kCatalogVersion = 1;
 inline constexpr std::size_t kCatalogNameBytes = 256;  // fixed-size strings in the file
+inline constexpr std::size_t kCatalogMetadataBytes = 32 * 1024;  // the `metadata` attribute, at most
 
 struct CatalogRow {
   std::uint32_t id = 0;            // tensor id (index in the model's tensor list)

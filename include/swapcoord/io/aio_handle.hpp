@@ -9,9 +9,12 @@
 // and never truncate) and uses O_DIRECT when the buffer address, the length and the
 // offset meet the file's direct-I/O alignment, buffered I/O otherwise, so any tensor
 // works and aligned ones (new_cpu_locked_tensor) take the direct path. The handle keeps
-// the files it opened (up to 64) and, before each operation, checks with stat() that the
+// the files it opened (up to 64) and, before each operation, checks with lstat() that the
 // path still names the same file (device and inode): a file replaced or removed since is
-// opened anew, never written through a stale descriptor.
+// opened anew, never written through a stale descriptor. Each time it opens a file it
+// drops the kept files that were deleted meanwhile (so their space is freed);
+// close_files() drops them all. A kept descriptor keeps the access it was opened with
+// (a later chmod does not take it away), as any open file does.
 //
 // Unlike DeepSpeed, nothing fails quietly: a transfer that comes up short (a read past
 // the end of the file) or fails raises IoError naming the file, the offset and the errno
@@ -58,6 +61,9 @@ class AioHandle {
   // are still waited for, then the first failure is thrown (the others are logged).
   int wait();
   std::size_t pending() const noexcept { return _queued.size(); }
+  // Closes the files the handle keeps open (those of queued operations stay open until
+  // wait()).
+  void close_files() noexcept;
 
   struct Op;
 

@@ -155,7 +155,8 @@ class SwapSession {
   // rename). Every piece must have been swapped out once (or come from resume()).
   // `metadata`: the application's own record of this epoch (e.g. JSON with its training
   // step), stored as the catalog's `metadata` attribute (rank 0's argument is written) and
-  // read back by resume() in resumed_from()->metadata.
+  // read back by resume() in resumed_from()->metadata. At most kCatalogMetadataBytes
+  // (32 KiB), no NUL byte: otherwise the commit fails on every rank, naming rank 0.
   // Returns the new committed epoch.
   int commit(std::string_view metadata = {});
   // Collective: reads every committed piece on the node that holds it and compares its
