@@ -18,7 +18,9 @@ PYTHONPATH, e.g. PYTHONPATH=build/release/python):
              nothing to hide behind here (a training loop calls begin_step() first).
 
 Both run on one rank (mpi4py's singleton). --dir must be on the filesystem to measure
-(O_DIRECT-capable: not tmpfs). --json FILE writes every figure.
+(O_DIRECT-capable: not tmpfs). --cpu N pins the process (and so its I/O threads) to one
+CPU: on a small VM, where a wake-up across CPUs costs tens of microseconds and varies,
+that shows each side's own cost. --json FILE writes every figure.
 """
 import argparse
 import json
@@ -176,6 +178,8 @@ def main():
     parser.add_argument("--buffer-mib", type=int, default=8)
     parser.add_argument("--buffer-count", type=int, default=4)
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--cpu", type=int, help="run on this CPU only (sched_setaffinity): the I/O threads then "
+                        "share it with Python, and the comparison is free of cross-CPU wake-up noise")
     parser.add_argument("--json", help="write every figure to this file")
     args = parser.parse_args()
     args.what = args.what or ["aio", "optimizer"]
@@ -183,6 +187,8 @@ def main():
         if what not in ("aio", "optimizer"):
             parser.error(f"unknown benchmark '{what}' (aio, optimizer)")
     torch.set_num_threads(args.torch_threads)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     directory = tempfile.mkdtemp(prefix="swapcoord-pybench-", dir=args.dir)
     out = {"argv": sys.argv, "options": vars(args)}
     try:

@@ -21,7 +21,7 @@ Tensors: contiguous CPU tensors of any dtype; the whole tensor is transferred. T
 from new_cpu_locked_tensor are page-aligned and locked, and take the O_DIRECT path; any
 other tensor works too (buffered I/O when its address or size is not aligned).
 """
-import contextlib
+import os
 
 import torch
 
@@ -56,43 +56,40 @@ class AioHandle:
     get_thread_count = get_intra_op_parallelism  # DeepSpeed before 0.15
 
     # -- transfers ------------------------------------------------------------------------
+    # Every transfer goes through _transfer: the checks of the common case (a contiguous CPU
+    # tensor, a str path, an offset >= 0) are a few attribute reads, and a synchronous call
+    # with nothing queued is one call into the extension (bench/python_bench.py aio).
     def read(self, buffer, filename, validate, file_offset=0):
         """Synchronous read of buffer.nbytes bytes of `filename` at file_offset. Returns 0."""
-        address, nbytes, _ = tensor_memory(buffer, f"aio_handle read of '{filename}'")
-        file_offset = _offset(file_offset, filename)
-        with _naming(filename):
-            self._handle.read(address, nbytes, str(filename), int(file_offset), bool(validate))
+        self._transfer(True, buffer, filename, validate, False, file_offset, "read")
         return 0
 
     def write(self, buffer, filename, validate, file_offset=0):
         """Synchronous write of the whole buffer to `filename` at file_offset (the file is
         created when missing, never truncated). Returns 0."""
-        address, nbytes, _ = tensor_memory(buffer, f"aio_handle write of '{filename}'")
-        file_offset = _offset(file_offset, filename)
-        with _naming(filename):
-            self._handle.write(address, nbytes, str(filename), int(file_offset), bool(validate))
+        self._transfer(False, buffer, filename, validate, False, file_offset, "write")
         return 0
 
     def pread(self, buffer, filename, validate, async_op, file_offset=0):
         """Parallel read. async_op: queue it (returns 0; wait() completes it); otherwise
         returns the number of operations completed."""
-        return self._submit(True, buffer, filename, validate, async_op, file_offset)
+        return self._transfer(True, buffer, filename, validate, async_op, file_offset, "pread")
 
     def pwrite(self, buffer, filename, validate, async_op, file_offset=0):
         """Parallel write; see pread."""
-        return self._submit(False, buffer, filename, validate, async_op, file_offset)
+        return self._transfer(False, buffer, filename, validate, async_op, file_offset, "pwrite")
 
     def sync_pread(self, buffer, filename, file_offset=0):
-        return self.pread(buffer, filename, False, False, file_offset)
+        return self._transfer(True, buffer, filename, False, False, file_offset, "sync_pread")
 
     def sync_pwrite(self, buffer, filename, file_offset=0):
-        return self.pwrite(buffer, filename, False, False, file_offset)
+        return self._transfer(False, buffer, filename, False, False, file_offset, "sync_pwrite")
 
     def async_pread(self, buffer, filename, file_offset=0):
-        return self.pread(buffer, filename, False, True, file_offset)
+        return self._transfer(True, buffer, filename, False, True, file_offset, "async_pread")
 
     def async_pwrite(self, buffer, filename, file_offset=0):
-        return self.pwrite(buffer, filename, False, True, file_offset)
+        return self._transfer(False, buffer, filename, False, True, file_offset, "async_pwrite")
 
     def wait(self):
         """Waits for every queued operation; returns how many completed. When one failed,
@@ -102,18 +99,28 @@ class AioHandle:
         finally:
             self._in_flight.clear()
 
-    def _submit(self, is_read, buffer, filename, validate, async_op, file_offset):
-        what = f"aio_handle {'pread' if is_read else 'pwrite'} of '{filename}'"
-        address, nbytes, _ = tensor_memory(buffer, what)
-        file_offset = _offset(file_offset, filename)
-        with _naming(filename):
+    def _transfer(self, is_read, buffer, filename, validate, async_op, file_offset, call):
+        try:
+            fast = buffer.is_cpu and buffer.is_contiguous()
+        except AttributeError:
+            fast = False
+        if not fast:  # raises the error that names the problem
+            tensor_memory(buffer, f"aio_handle {call} of '{filename}'")
+        path = filename if type(filename) is str else os.fspath(filename)
+        if file_offset < 0:
+            raise _swapcoord.ConfigError(f"aio_handle {call}: file_offset {file_offset} of '{path}' is negative")
+        address, nbytes = buffer.data_ptr(), buffer.numel() * buffer.element_size()
+        try:
             if not async_op and not self._in_flight:
                 # Synchronous with nothing queued: one call into the extension.
-                (self._handle.read if is_read else self._handle.write)(address, nbytes, str(filename),
-                                                                       int(file_offset), bool(validate))
+                (self._handle.read if is_read else self._handle.write)(address, nbytes, path, file_offset, validate)
                 return 1
-            (self._handle.submit_read if is_read else self._handle.submit_write)(address, nbytes, str(filename),
-                                                                                 int(file_offset), bool(validate))
+            (self._handle.submit_read if is_read else self._handle.submit_write)(address, nbytes, path, file_offset,
+                                                                                 validate)
+        except _swapcoord.IoError as error:
+            if error.path is None:  # an open that failed: name the file
+                error.path = path
+            raise
         self._in_flight.append(buffer.detach())  # the storage, even if `buffer` is re-pointed
         if async_op:
             return 0
@@ -147,22 +154,3 @@ class AioHandle:
         """Forgets a tensor of new_cpu_locked_tensor; its memory goes when the tensor does.
         Returns False for a tensor this handle did not make (as DeepSpeed does)."""
         return self._locked.pop(tensor.data_ptr(), None) is not None
-
-
-
-@contextlib.contextmanager
-def _naming(filename):
-    """Sets .path of an IoError raised before the transfer (an open that failed)."""
-    try:
-        yield
-    except _swapcoord.IoError as e:
-        if e.path is None:
-            e.path = str(filename)
-        raise
-
-
-def _offset(file_offset, filename):
-    offset = int(file_offset)
-    if offset < 0:
-        raise _swapcoord.ConfigError(f"aio_handle: file_offset {offset} of '{filename}' is negative")
-    return offset
