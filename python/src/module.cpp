@@ -154,7 +154,6 @@ PYBIND11_MODULE(_swapcoord, m) {
   // keeps the object, and so the memory, alive).
   py::class_<PinnedAllocation>(m, "PinnedBuffer", py::buffer_protocol())
       .def(py::init<std::size_t>(), py::arg("size_bytes"))
-      .def_property_readonly("address", [](const PinnedAllocation& a) { return reinterpret_cast<std::uintptr_t>(a.data()); })
       .def_property_readonly("size_bytes", &PinnedAllocation::size_bytes)
       .def_property_readonly("locked", &PinnedAllocation::locked)
       .def_buffer([](PinnedAllocation& a) {
@@ -242,7 +241,6 @@ PYBIND11_MODULE(_swapcoord, m) {
         },
         py::arg("tensors"), py::arg("world_size"), py::arg("policy"), py::arg("alignment_bytes") = kDefaultAlignmentBytes,
         "(tensor, shard, owner, element_offset, numel) of every piece make_plan gives a job of world_size ranks");
-  m.def("dtype_size", [](const std::string& dtype) { return dtype_size(parse_dtype(dtype)); });
   m.def("default_backend", [] { return std::string(default_engine_name()); });
   m.attr("default_alignment_bytes") = kDefaultAlignmentBytes;
 

@@ -110,6 +110,31 @@ py::dict kind(const SessionStats::Kind& k) {
   return d;
 }
 
+// The swap calls, bound: ids and views in, the GIL released while the session works.
+// `blocking` returns the figures (a dict); `in_flight` the SwapHandle.
+using SwapCall = SwapFigures (SwapSession::*)(std::span<const std::uint32_t>, std::span<const TensorView>);
+using AsyncCall = SwapHandle (SwapSession::*)(std::span<const std::uint32_t>, std::span<const TensorView>);
+
+auto blocking(SwapCall call) {
+  return [call](PySession& s, const std::vector<std::uint32_t>& ids, const std::vector<View>& views) {
+    const auto v = views_of(views);
+    SwapFigures f;
+    {
+      py::gil_scoped_release unlocked;
+      f = (s.session().*call)(ids, v);
+    }
+    return figures(f);
+  };
+}
+
+auto in_flight(AsyncCall call) {
+  return [call](PySession& s, const std::vector<std::uint32_t>& ids, const std::vector<View>& views) {
+    const auto v = views_of(views);
+    py::gil_scoped_release unlocked;
+    return (s.session().*call)(ids, v);
+  };
+}
+
 py::tuple piece_tuple(const PlanPiece& p) {
   return py::make_tuple(p.tensor, p.shard, p.owner, p.element_offset, p.numel, p.node);
 }
@@ -126,8 +151,7 @@ void bind_session(py::module_& m) {
              }
              return figures(f);
            })
-      .def("ready", &SwapHandle::ready)
-      .def_property_readonly("valid", &SwapHandle::valid);
+      .def("ready", &SwapHandle::ready);
 
   py::class_<PySession>(m, "Session")
       .def(py::init<std::uintptr_t, const std::vector<Spec>&, const std::vector<std::pair<std::string, std::string>>&,
@@ -135,34 +159,10 @@ void bind_session(py::module_& m) {
            py::arg("comm_address"), py::arg("tensors"), py::arg("configs"), py::arg("resume"), py::arg("problem"))
       .def("close", &PySession::close)
       .def_property_readonly("closed", &PySession::closed)
-      .def("swap_out", [](PySession& s, const std::vector<std::uint32_t>& ids, const std::vector<View>& views) {
-             const auto v = views_of(views);
-             SwapFigures f;
-             {
-               py::gil_scoped_release unlocked;
-               f = s.session().swap_out(ids, v);
-             }
-             return figures(f);
-           })
-      .def("swap_in", [](PySession& s, const std::vector<std::uint32_t>& ids, const std::vector<View>& views) {
-             const auto v = views_of(views);
-             SwapFigures f;
-             {
-               py::gil_scoped_release unlocked;
-               f = s.session().swap_in(ids, v);
-             }
-             return figures(f);
-           })
-      .def("swap_out_async", [](PySession& s, const std::vector<std::uint32_t>& ids, const std::vector<View>& views) {
-             const auto v = views_of(views);
-             py::gil_scoped_release unlocked;
-             return s.session().swap_out_async(ids, v);
-           })
-      .def("swap_in_async", [](PySession& s, const std::vector<std::uint32_t>& ids, const std::vector<View>& views) {
-             const auto v = views_of(views);
-             py::gil_scoped_release unlocked;
-             return s.session().swap_in_async(ids, v);
-           })
+      .def("swap_out", blocking(&SwapSession::swap_out))
+      .def("swap_in", blocking(&SwapSession::swap_in))
+      .def("swap_out_async", in_flight(&SwapSession::swap_out_async))
+      .def("swap_in_async", in_flight(&SwapSession::swap_in_async))
       .def("prefetch", [](PySession& s, const std::vector<std::uint32_t>& ids) {
              py::gil_scoped_release unlocked;
              return s.session().prefetch(ids);

@@ -114,7 +114,9 @@ class OptimizerSwapper:
     # -- set-up ---------------------------------------------------------------------------
     def _bind_params(self):
         """Pairs this rank's pieces (group order) with the optimizer's parameters."""
-        params = [] if self.optimizer is None else [p for group in self.optimizer.param_groups for p in group["params"]]
+        groups = [] if self.optimizer is None else self.optimizer.param_groups
+        params = [p for group in groups for p in group["params"]]
+        self._group_of = {id(p): i for i, group in enumerate(groups) for p in group["params"]}
         self._local = []  # (group index k, param, numel)
         for k in range(len(self.group_numels)):
             piece = self.session.local_piece(f"master.{k}")
@@ -195,7 +197,7 @@ class OptimizerSwapper:
         buffers = self._buffers[slot]
         names = self._names(k, self.master_on_nvme)
         tensors = [buffers[key][:n] for key in _STATE_KEYS + (("master",) if self.master_on_nvme else ())]
-        return self.session.swap_in_async(names, tensors), time.perf_counter()
+        return self.session.swap_in_async(names, tensors)
 
     def _wait_out(self):
         """Waits for the swap-outs in flight, adding their figures to the step's."""
@@ -231,18 +233,18 @@ class OptimizerSwapper:
 
     def _step(self, on_group_updated):
         start = time.perf_counter()
-        stats = self._stats = {"swap_in_bytes": 0, "swap_in_s": 0.0, "in_wait_s": 0.0, "update_s": 0.0, "groups": []}
+        stats = self._stats = {"swap_in_bytes": 0, "swap_in_s": 0.0, "wait_s": 0.0, "update_s": 0.0, "groups": []}
         in_flight = self._early
         self._early = None
         for j, (k, p, n) in enumerate(self._local):
             slot = j % 2
             if in_flight is None:
                 in_flight = self._read(slot, k, n)
-            handle, _issued = in_flight
+            handle = in_flight
             wait_start = time.perf_counter()
             figures = handle.wait()
             waited = time.perf_counter() - wait_start
-            stats["in_wait_s"] += waited
+            stats["wait_s"] += waited
             stats["swap_in_bytes"] += figures["bytes"]
             stats["swap_in_s"] += figures["seconds"]
             in_flight = None
@@ -269,18 +271,16 @@ class OptimizerSwapper:
         state["exp_avg_sq"] = buffers["exp_avg_sq"][:n]
         if self.master_on_nvme:
             p.data = buffers["master"][:n]
-        group = next(g for g in self.optimizer.param_groups if any(q is p for q in g["params"]))
-        saved = group["params"]
-        others = [g for g in self.optimizer.param_groups if g is not group]
-        saved_others = [g["params"] for g in others]
+        # torch's own step, over this one parameter: every param group holds it or nothing.
+        groups = self.optimizer.param_groups
+        mine = self._group_of[id(p)]
+        saved = [g["params"] for g in groups]
         try:
-            group["params"] = [p]
-            for g in others:
-                g["params"] = []
+            for i, g in enumerate(groups):
+                g["params"] = [p] if i == mine else []
             self.optimizer.step()
         finally:
-            group["params"] = saved
-            for g, params in zip(others, saved_others):
+            for g, params in zip(groups, saved):
                 g["params"] = params
 
     def _write(self, slot, k, p, n):
@@ -299,7 +299,7 @@ class OptimizerSwapper:
         step that raised)."""
         self._wait_out()
         if self._early is not None:
-            self._early[0].wait()
+            self._early.wait()
             self._early = None
 
     def last_step_stats(self):
@@ -311,7 +311,7 @@ class OptimizerSwapper:
         s = dict(self._stats)
         s.setdefault("swap_out_bytes", 0)
         s.setdefault("swap_out_s", 0.0)
-        s["wait_s"] = s.get("in_wait_s", 0.0)
+        s.setdefault("wait_s", 0.0)
         read_s = s.get("swap_in_s", 0.0)
         s["hidden_fraction"] = max(0.0, 1.0 - s["wait_s"] / read_s) if read_s > 0 else 1.0
         return s
