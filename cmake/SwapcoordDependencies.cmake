@@ -33,10 +33,48 @@ swapcoord_feature(LIBAIO LibAIO_FOUND)
 find_package(LibUring)
 swapcoord_feature(IO_URING LibUring_FOUND)
 
+# CUDA: the toolkit by find_package(CUDAToolkit) (nvcc on the PATH, CUDAToolkit_ROOT, or
+# /usr/local/cuda). Only the runtime library is used; no .cu file is compiled.
+set(SWAPCOORD_CUDA_NOTE "off")
 if(NOT SWAPCOORD_USE_CUDA STREQUAL "OFF")
   find_package(CUDAToolkit QUIET)
+  if(CUDAToolkit_FOUND)
+    set(SWAPCOORD_CUDA_NOTE "CUDA ${CUDAToolkit_VERSION} in ${CUDAToolkit_LIBRARY_DIR}")
+  else()
+    set(SWAPCOORD_CUDA_NOTE "CUDA toolkit not found (set CUDAToolkit_ROOT)")
+  endif()
 endif()
 swapcoord_feature(CUDA CUDAToolkit_FOUND)
+
+# NCCL: its header and library, searched in the toolkit's own directories first (where the
+# CUDA packages of our machines put them), then in the system's; NCCL_ROOT adds a prefix.
+set(SWAPCOORD_NCCL_NOTE "off")
+set(swapcoord_nccl_found FALSE)
+if(SWAPCOORD_HAVE_CUDA AND NOT SWAPCOORD_USE_NCCL STREQUAL "OFF")
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${NCCL_ROOT} $ENV{NCCL_ROOT} ${CUDAToolkit_INCLUDE_DIRS}
+            PATH_SUFFIXES include)
+  find_library(NCCL_LIBRARY nccl HINTS ${NCCL_ROOT} $ENV{NCCL_ROOT} ${CUDAToolkit_LIBRARY_DIR}
+               PATH_SUFFIXES lib lib64)
+  if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+    set(swapcoord_nccl_found TRUE)
+    file(STRINGS "${NCCL_INCLUDE_DIR}/nccl.h" nccl_version_lines REGEX "^#define NCCL_(MAJOR|MINOR|PATCH) ")
+    string(REGEX REPLACE ".*NCCL_MAJOR ([0-9]+).*NCCL_MINOR ([0-9]+).*NCCL_PATCH ([0-9]+).*" "\\1.\\2.\\3"
+           nccl_version "${nccl_version_lines}")
+    set(SWAPCOORD_NCCL_NOTE "NCCL ${nccl_version}: ${NCCL_LIBRARY}")
+    if(NOT TARGET NCCL::NCCL)
+      add_library(NCCL::NCCL UNKNOWN IMPORTED)
+      set_target_properties(NCCL::NCCL PROPERTIES IMPORTED_LOCATION "${NCCL_LIBRARY}"
+                            INTERFACE_INCLUDE_DIRECTORIES "${NCCL_INCLUDE_DIR}")
+    endif()
+  else()
+    set(SWAPCOORD_NCCL_NOTE "nccl.h or libnccl not found (set NCCL_ROOT)")
+  endif()
+elseif(NOT SWAPCOORD_HAVE_CUDA AND SWAPCOORD_USE_NCCL STREQUAL "ON")
+  message(FATAL_ERROR "SWAPCOORD_USE_NCCL=ON needs CUDA, which is ${SWAPCOORD_CUDA_NOTE}")
+elseif(NOT SWAPCOORD_HAVE_CUDA)
+  set(SWAPCOORD_NCCL_NOTE "needs CUDA")
+endif()
+swapcoord_feature(NCCL swapcoord_nccl_found)
 
 # The Python package (python/): pybind11 and the development files of Debian's
 # /usr/bin/python3 (python3 on PATH may be another interpreter, without Debian's torch and

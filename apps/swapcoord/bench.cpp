@@ -8,6 +8,13 @@
 //               against what the last write wrote (#wrong counts differing bytes)
 // Each iteration writes a different pattern, so stale data cannot pass the check.
 // GB/s = bytes / seconds / 1e9; the table shows the median over --iters iterations.
+//
+// --device cuda adds, on the same file, engine and iteration, the GPU path of the session:
+//   dev>file+sync  the file's bytes from GPU memory through --buffer-count pinned staging
+//                  buffers (a copy on a CUDA stream, then the buffer's write, overlapping
+//                  the next copy), then fdatasync: compare with write+sync
+//   file>dev       the file into GPU memory through the staging buffers (each copy to the
+//                  GPU overlapping the next reads), then checked on the host: compare with read
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -26,7 +34,9 @@
 #include "swapcoord/common/error.hpp"
 #include "swapcoord/common/mix.hpp"
 #include "swapcoord/config.hpp"
+#include "swapcoord/device/device.hpp"
 #include "swapcoord/io/io_engine.hpp"
+#include "swapcoord/swap/async_tensor_swapper.hpp"
 #include "swapcoord/io/private_fs.hpp"
 #include "swapcoord/io/swap_file.hpp"
 
@@ -74,6 +84,7 @@ struct Point {
   std::size_t queue_depth;
   std::size_t threads;
   Sample write, write_sync, read;
+  Sample device_write_sync, device_read;  // --device cuda
   std::uint64_t wrong = 0;
 };
 
@@ -105,6 +116,12 @@ void add_bench_command(CLI::App& app, BenchOptions& o) {
       ->capture_default_str();
   cmd->add_option("--json", o.json, "Also write all figures (and argv) to this JSON file");
   cmd->add_flag("--keep", o.keep, "Keep the test file");
+  cmd->add_option("--device", o.device, "cpu, or cuda: also measure GPU memory to file and back through "
+                                        "pinned staging buffers (the session's path)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  cmd->add_option("--buffer-count", o.buffer_count, "--device cuda: pinned staging buffers")
+      ->transform(decimal_integer(false))->capture_default_str();
+  cmd->add_option("--buffer-size", o.buffer_size, "--device cuda: bytes per staging buffer")->capture_default_str();
 }
 
 int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
@@ -118,6 +135,15 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
     backends.clear();
     for (const auto& info : engine_infos())
       if (info.available) backends.push_back(info.name);
+  }
+  const bool gpu = o.device == "cuda";
+  const std::uint64_t staging_size = parse_size(o.buffer_size, "--buffer-size");
+  if (gpu) {
+    if (size % 4096 != 0) throw ConfigError(fmt::format("--size: {} is not a multiple of 4096 (--device cuda)", size));
+    if (o.buffer_count < 2) throw ConfigError(fmt::format("--buffer-count: {} is not at least 2", o.buffer_count));
+    if (staging_size == 0 || staging_size % 4096 != 0)
+      throw ConfigError(fmt::format("--buffer-size: {} is not a positive multiple of 4096", staging_size));
+    device::require_device("bench --device cuda");
   }
   if (!std::filesystem::is_directory(o.dir))
     throw ConfigError(fmt::format("--dir: '{}' is not a directory", o.dir));
@@ -152,7 +178,16 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
     }
   } remove{path, o.keep};
   SwapFile file = SwapFile::create(path, size, direct);
+  const int gpu_index = gpu ? device::device_for_local_rank(0, "bench --device cuda") : -1;
+  if (gpu) device::use_cuda_host_memory(gpu_index);  // staging and buffers cudaHostAlloc'ed
   PinnedAllocation source(size), target(size);
+  PinnedAllocation staging(gpu ? o.buffer_count * staging_size : 0);
+  std::vector<TensorView> staging_views;
+  for (std::size_t i = 0; gpu && i < o.buffer_count; ++i)
+    staging_views.push_back({staging.data() + i * staging_size, staging_size, DType::u8, Device::cpu()});
+  device::DeviceMemory gpu_memory = gpu ? device::DeviceMemory(gpu_index, size) : device::DeviceMemory();
+  std::optional<device::DeviceStager> stager;
+  if (gpu) stager.emplace(gpu_index);
 
   const std::string host = host_name();
   std::printf("# swapcoord bench %s\n", SWAPCOORD_VERSION);
@@ -165,12 +200,18 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
   std::printf("\n# buffers: 2 x %s %s memory, %s, %s\n", format_size(size).c_str(),
               std::string(to_string(source.kind())).c_str(), source.locked() ? "locked" : "not locked",
               source.huge_pages() ? "huge pages" : "no huge pages");
+  if (gpu)
+    std::printf("# device: %s (%s); staging: %zu x %s %s memory\n", device::describe_device(gpu_index).c_str(),
+                device::build_description().c_str(), o.buffer_count, format_size(staging_size).c_str(),
+                std::string(to_string(staging.kind())).c_str());
   std::printf("# iterations: %d per configuration; figures are medians; GB/s = 1e9 bytes/s\n",
               o.iterations);
-  std::printf("#\n# %10s %12s %12s %8s %10s %12s %10s %8s\n", "backend", "block_size",
-              "queue_depth", "threads", "write", "write+sync", "read", "#wrong");
-  std::printf("# %10s %12s %12s %8s %10s %12s %10s %8s\n", "", "(B)", "", "", "(GB/s)", "(GB/s)",
-              "(GB/s)", "");
+  std::printf("#\n# %10s %12s %12s %8s %10s %12s %10s", "backend", "block_size",
+              "queue_depth", "threads", "write", "write+sync", "read");
+  if (gpu) std::printf(" %15s %10s", "dev>file+sync", "file>dev");
+  std::printf(" %8s\n# %10s %12s %12s %8s %10s %12s %10s", "#wrong", "", "(B)", "", "", "(GB/s)", "(GB/s)", "(GB/s)");
+  if (gpu) std::printf(" %15s %10s", "(GB/s)", "(GB/s)");
+  std::printf(" %8s\n", "");
   std::fflush(stdout);
 
   // Fill the preallocated file once so that timed writes are overwrites (a first write
@@ -190,7 +231,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
     const AioConfig& c = configs[k];
     const std::string& backend = backends[k / per_backend];
     auto engine = make_engine(backend, c);
-    Point point{backend, c.block_size, c.queue_depth, c.intra_op_parallelism, {}, {}, {}, 0};
+    Point point{backend, c.block_size, c.queue_depth, c.intra_op_parallelism, {}, {}, {}, {}, {}, 0};
     const std::vector<IoRequest> write{{IoOp::write, &file, source.data(), 0, size}};
     const std::vector<IoRequest> read{{IoOp::read, &file, target.data(), 0, size}};
     for (int it = 0; it < o.iterations; ++it) {
@@ -208,12 +249,34 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
       engine->run(read);
       point.read.gbps.push_back(gbps(size, Clock::now() - t0));
       point.wrong += count_wrong(target.data(), size, seed);
+      if (!gpu) continue;
+      // The GPU path: the same bytes from GPU memory to the file and back (as the session).
+      AsyncTensorSwapper swapper(*engine, staging_views, file.offset_alignment() > 1 ? file.offset_alignment() : 4096);
+      const SwapLocation whole{&file, 0, size};
+      gpu_memory.copy_from_host(0, {source.data(), static_cast<std::size_t>(size)});
+      t0 = Clock::now();
+      swapper.write_stream({&whole, 1}, [&](std::size_t, std::uint64_t offset, std::span<std::byte> out) {
+        stager->to_host(out, gpu_memory.data() + offset);
+      });
+      file.sync();
+      point.device_write_sync.gbps.push_back(gbps(size, Clock::now() - t0));
+      gpu_memory.zero();
+      t0 = Clock::now();
+      swapper.read_stream({&whole, 1}, [&](std::size_t, std::uint64_t offset, std::span<const std::byte> in) {
+        stager->to_device(gpu_memory.data() + offset, in);
+      });
+      point.device_read.gbps.push_back(gbps(size, Clock::now() - t0));
+      std::memset(target.data(), 0, size);
+      gpu_memory.copy_to_host(0, {target.data(), static_cast<std::size_t>(size)});
+      point.wrong += count_wrong(target.data(), size, seed);
     }
     total_wrong += point.wrong;
-    std::printf("  %10s %12llu %12zu %8zu %10.2f %12.2f %10.2f %8llu\n", backend.c_str(),
+    std::printf("  %10s %12llu %12zu %8zu %10.2f %12.2f %10.2f", backend.c_str(),
                 static_cast<unsigned long long>(c.block_size), c.queue_depth,
                 c.intra_op_parallelism, point.write.median(), point.write_sync.median(),
-                point.read.median(), static_cast<unsigned long long>(point.wrong));
+                point.read.median());
+    if (gpu) std::printf(" %15.2f %10.2f", point.device_write_sync.median(), point.device_read.median());
+    std::printf(" %8llu\n", static_cast<unsigned long long>(point.wrong));
     std::fflush(stdout);
     points.push_back(std::move(point));
     const auto now = Clock::now();
@@ -233,8 +296,18 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
   const double n = static_cast<double>(points.size());
   std::printf("#\n# Wrong bytes: %llu %s\n", static_cast<unsigned long long>(total_wrong),
               total_wrong == 0 ? "OK" : "ERROR");
-  std::printf("# Avg write bandwidth: %.2f GB/s  Avg read bandwidth: %.2f GB/s\n#\n",
+  std::printf("# Avg write bandwidth: %.2f GB/s  Avg read bandwidth: %.2f GB/s\n",
               write_sum / n, read_sum / n);
+  if (gpu) {
+    double out_ratio = 0, in_ratio = 0;
+    for (const auto& p : points) {
+      out_ratio += p.device_write_sync.median() / p.write_sync.median();
+      in_ratio += p.device_read.median() / p.read.median();
+    }
+    std::printf("# GPU path against host memory: dev>file+sync %.3f x write+sync, file>dev %.3f x read "
+                "(mean over configurations of the ratio of medians)\n", out_ratio / n, in_ratio / n);
+  }
+  std::printf("#\n");
 
   if (!o.json.empty()) {
     nlohmann::json results = nlohmann::json::array();
@@ -243,12 +316,18 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
                          {"queue_depth", p.queue_depth}, {"threads", p.threads},
                          {"write_gbps", p.write.to_json()}, {"write_sync_gbps", p.write_sync.to_json()},
                          {"read_gbps", p.read.to_json()}, {"wrong_bytes", p.wrong}});
+    if (gpu)
+      for (std::size_t i = 0; i < points.size(); ++i) {
+        results[i]["device_write_sync_gbps"] = points[i].device_write_sync.to_json();
+        results[i]["device_read_gbps"] = points[i].device_read.to_json();
+      }
     const nlohmann::json doc{{"tool", "swapcoord bench"}, {"version", SWAPCOORD_VERSION},
                              {"argv", argv}, {"host", host}, {"file", path},
                              {"size_bytes", size}, {"direct", file.direct()},
                              {"iterations", o.iterations}, {"single_submit", o.single_submit},
                              {"overlap_events", !o.no_overlap_events},
-                             {"results", results}, {"wrong_bytes", total_wrong}};
+                             {"results", results}, {"wrong_bytes", total_wrong},
+                             {"device", gpu ? device::describe_device(gpu_index) : std::string("cpu")}};
     try {
       write_private_file(o.json, doc.dump(2) + "\n");
     } catch (const Error& e) {

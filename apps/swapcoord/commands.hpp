@@ -23,6 +23,9 @@ struct BenchOptions {
   int iterations = 3;
   std::string json;
   bool keep = false;
+  std::string device = "cpu";       // cuda: also device-to-file and file-to-device through staging
+  std::size_t buffer_count = 4;     // --device cuda: pinned staging buffers
+  std::string buffer_size = "16M";  // ... of this size each
 };
 
 void add_bench_command(CLI::App& app, BenchOptions& options);

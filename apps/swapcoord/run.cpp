@@ -27,10 +27,13 @@
 #include "run_config.hpp"
 #include "run_report.hpp"
 #include "values.hpp"
+#include "swapcoord/common/align.hpp"
 #include "swapcoord/common/log.hpp"
 #include "swapcoord/config.hpp"
 #include "swapcoord/coord/mpi.hpp"
 #include "swapcoord/coord/watchdog.hpp"
+#include "swapcoord/device/device.hpp"
+#include "swapcoord/device/nccl.hpp"
 #include "swapcoord/io/unique_fd.hpp"
 #include "swapcoord/session/session.hpp"
 
@@ -50,6 +53,11 @@ class Job {
   void swap_out(int epoch, PhaseReport& report);
   void swap_in(int epoch, PhaseReport& report);
   void allgather(int epoch, PhaseReport& report);
+  // --device cuda: this rank's pieces live in one GPU arena.
+  bool on_gpu() const { return _config.device == "cuda"; }
+  void setup_gpu();
+  void upload(int epoch);  // the step's update: new values into the GPU pieces (not timed)
+  std::span<std::byte> host_scratch(std::uint64_t bytes);
   void corrupt(std::uint32_t id);
   void crash_if(std::string_view point, int epoch) const;
   const PlanPiece& piece(std::uint32_t id) const { return *_session->local_piece(id); }
@@ -66,7 +74,48 @@ class Job {
   int _epoch_in_flight = 0;         // for the commit-stage crash seam
   std::optional<RunReport> _report;
   std::optional<Watchdog> _watchdog;
+  int _gpu = -1;
+  device::DeviceMemory _arena;                 // this rank's pieces, 256-byte aligned
+  std::vector<std::uint64_t> _arena_offset;    // per tensor id (of this rank's pieces)
+  std::vector<TensorView> _gpu_views;          // per entry of _ids
+  device::DeviceMemory _gpu_full;              // --allgather: the largest whole tensor
+  std::optional<device::NcclComm> _nccl;
+  std::vector<std::byte> _scratch;             // host copies for values and checks
 };
+
+std::span<std::byte> Job::host_scratch(std::uint64_t bytes) {
+  if (_scratch.size() < bytes) _scratch.resize(bytes);
+  return {_scratch.data(), static_cast<std::size_t>(bytes)};
+}
+
+void Job::setup_gpu() {
+  const Topology& topo = _session->topology();
+  _gpu = device::device_for_local_rank(topo.local_rank(), "--device cuda");
+  _arena_offset.assign(_tensors.size(), 0);
+  std::uint64_t total = 0;
+  for (const auto id : _ids) {
+    _arena_offset[id] = total;
+    total += align_up(piece(id).bytes, 256);
+  }
+  _arena = device::DeviceMemory(_gpu, static_cast<std::size_t>(total));
+  for (const auto id : _ids)
+    _gpu_views.push_back({_arena.data() + _arena_offset[id], piece(id).numel, _tensors[id].dtype, Device::cuda(_gpu)});
+  if (_config.allgather) {
+    std::uint64_t largest = 0;
+    for (const auto& t : _tensors) largest = std::max(largest, t.size_bytes());
+    _gpu_full = device::DeviceMemory(_gpu, static_cast<std::size_t>(largest));
+    _nccl.emplace(topo.world(), _gpu,
+                  std::chrono::milliseconds(static_cast<long long>(_config.session.phase_timeout_s * 1000)));
+  }
+}
+
+void Job::upload(int epoch) {
+  for (const auto id : _ids) {
+    const auto host = host_scratch(piece(id).bytes);
+    fill_piece(piece(id), element_size(id), epoch, 0, host);
+    _arena.copy_from_host(_arena_offset[id], host);
+  }
+}
 
 void Job::phase(int step, const char* name, int epoch, const std::function<void(PhaseReport&)>& work) {
   PhaseReport report;
@@ -88,6 +137,11 @@ void Job::phase(int step, const char* name, int epoch, const std::function<void(
 }
 
 void Job::swap_out(int epoch, PhaseReport& report) {
+  if (on_gpu()) {
+    report.bytes = _session->swap_out(_ids, _gpu_views).bytes;
+    if (epoch == _cli.corrupt_epoch && _rank == 0 && !_ids.empty()) corrupt(_ids.front());
+    return;
+  }
   const std::uint32_t crash_at = _ids.empty() ? 0 : _ids[_ids.size() / 2];
   const auto figures = _session->swap_out_stream(_ids, [&](std::uint32_t id, std::uint64_t offset, std::span<std::byte> out) {
     if (offset == 0 && id == crash_at) crash_if("swap-out", epoch);
@@ -103,14 +157,26 @@ void Job::swap_in(int epoch, PhaseReport& report) {
     std::uint64_t first, count;
   };
   std::vector<Wrong> wrong;
-  const auto figures = _session->swap_in_stream(_ids, [&](std::uint32_t id, std::uint64_t offset, std::span<const std::byte> in) {
+  if (on_gpu()) {  // swap into the GPU, then check a host copy of each piece
+    report.bytes = _session->swap_in(_ids, _gpu_views).bytes;
+    for (const auto id : _ids) {
+      if (!_config.check_values) break;
+      const auto host = host_scratch(piece(id).bytes);
+      _arena.copy_to_host(_arena_offset[id], host);
+      std::optional<std::uint64_t> first;
+      const auto n = check_piece(piece(id), element_size(id), epoch, 0, host, first);
+      report.wrong += n;
+      if (n > 0 && wrong.size() < 3) wrong.push_back({id, *first, n});
+    }
+  }
+  const auto figures = on_gpu() ? SwapFigures{} : _session->swap_in_stream(_ids, [&](std::uint32_t id, std::uint64_t offset, std::span<const std::byte> in) {
     if (!_config.check_values) return;
     std::optional<std::uint64_t> first;
     const auto n = check_piece(piece(id), element_size(id), epoch, offset, in, first);
     report.wrong += n;
     if (n > 0 && wrong.size() < 3) wrong.push_back({id, *first, n});
   });
-  report.bytes = figures.bytes;
+  if (!on_gpu()) report.bytes = figures.bytes;
   std::vector<std::string> notes;
   for (const auto& w : wrong) {
     std::string where = "the resumed catalog's files";
@@ -129,9 +195,33 @@ void Job::allgather(int epoch, PhaseReport& report) {
   for (const auto& p : plan.pieces) by_tensor[p.tensor].push_back(p);
   std::uint64_t largest = 0;
   for (const auto& t : _tensors) largest = std::max(largest, t.size_bytes());
-  std::vector<std::byte> full(largest), shard;
+  std::vector<std::byte> full(on_gpu() ? 0 : largest), shard;
   std::vector<std::string> notes;
-  for (std::uint32_t t = 0; t < _tensors.size(); ++t) {
+  for (std::uint32_t t = 0; t < _tensors.size() && on_gpu(); ++t) {  // NCCL on GPU memory
+    std::span<const std::byte> local;
+    if (const PlanPiece* p = _session->local_piece(t)) {
+      const TensorView view{_arena.data() + _arena_offset[t], p->numel, _tensors[t].dtype, Device::cuda(_gpu)};
+      _session->swap_in({&t, 1}, {&view, 1});
+      local = {view.bytes(), view.size_bytes()};
+    }
+    const std::span<std::byte> out(_gpu_full.data(), _tensors[t].size_bytes());
+    _nccl->allgather_tensor(by_tensor[t], element_size(t), local, out);
+    if (_config.check_values) {
+      const auto host = host_scratch(out.size());
+      _gpu_full.copy_to_host(0, host);
+      PlanPiece whole{};
+      whole.tensor = t;
+      whole.numel = _tensors[t].numel();
+      whole.bytes = _tensors[t].size_bytes();
+      std::optional<std::uint64_t> first;
+      const auto wrong = check_piece(whole, element_size(t), epoch, 0, host, first);
+      report.wrong += wrong;
+      if (wrong > 0 && notes.size() < 3)
+        notes.push_back(fmt::format("all-gathered '{}' element {} ({} wrong)", _tensors[t].name, *first, wrong));
+    }
+    report.bytes += out.size();
+  }
+  for (std::uint32_t t = 0; t < _tensors.size() && !on_gpu(); ++t) {
     std::span<const std::byte> local;
     if (const PlanPiece* p = _session->local_piece(t)) {
       shard.resize(p->bytes);
@@ -189,6 +279,7 @@ int Job::run() {
     const auto dtype = _config.deepspeed.detected ? std::optional(_config.deepspeed.param_dtype) : std::nullopt;
     _tensors = _config.tensors.empty() ? preset_tensors(_config.preset, _config.scale, _config.swap, dtype)
                                        : load_tensor_list(_config.tensors, _config.swap, dtype);
+    if (_config.device == "cuda") device::require_device("--device cuda");
   } catch (const ConfigError& e) {
     problem = e.what();
     config_error = true;
@@ -217,6 +308,7 @@ int Job::run() {
                                : SwapSession::create(world, _tensors, options));
   _session->set_commit_stage_hook([this](const char* stage) { crash_if(stage, _epoch_in_flight); });
   for (const auto& p : _session->local_pieces()) _ids.push_back(p.tensor);
+  if (on_gpu()) setup_gpu();
   _report.emplace(_config, *_session, _tensors, _argv);
 
   auto commit = [&](int step) {
@@ -237,6 +329,7 @@ int Job::run() {
     phase(epoch + 1, "swap-in", epoch, [&](PhaseReport& r) { swap_in(epoch, r); });
     first_step = epoch + 1;
   } else {
+    if (on_gpu()) upload(0);
     phase(0, "swap-out", 0, [&](PhaseReport& r) { swap_out(0, r); });
     commit(0);
   }
@@ -250,6 +343,7 @@ int Job::run() {
           allgather(step - 1, r);
         });
     }
+    if (on_gpu()) upload(step);
     phase(step, "swap-out", step, [&](PhaseReport& r) { swap_out(step, r); });
     commit(step);
   }

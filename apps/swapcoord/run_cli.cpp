@@ -146,6 +146,11 @@ void add_run_flags(CLI::App* cmd, RunCli& c) {
                      fmt::format("Sharded policy: rebuild every tensor on every rank after each swap-in "
                                  "(default: {})", on_off(d.allgather))),
        [](const RunCli& f, RunConfig& r) { r.allgather = f.allgather; });
+  flag(cmd->add_option("--device", c.device,
+                       fmt::format("Where the tensors live: cpu, or cuda (each rank's GPU by local rank; "
+                                   "--allgather then uses NCCL) (default: {})", d.device))
+           ->check(CLI::IsMember({"cpu", "cuda"})),
+       [](const RunCli& f, RunConfig& r) { r.device = f.device; });
 }
 
 std::shared_ptr<RunCli> add_run_command(CLI::App& app) {

@@ -16,7 +16,7 @@ namespace {
 using nlohmann::json;
 
 constexpr int kMaxSteps = 1000000;
-constexpr const char* kRunKeys = "run.preset, tensors, scale, swap, steps, allgather, phase_timeout_s, node_key";
+constexpr const char* kRunKeys = "run.preset, tensors, scale, swap, steps, allgather, device, phase_timeout_s, node_key";
 
 [[noreturn]] void wrong(const std::string& source, const std::string& key, const json& value,
                         std::string_view expected) {
@@ -63,6 +63,8 @@ void apply_run_section(RunConfig& c, const json& body, const std::string& source
       c.steps = get_int(value, source, key, "a non-negative integer");
     } else if (name == "allgather") {
       c.allgather = get_bool(value, source, key);
+    } else if (name == "device") {
+      c.device = get_string(value, source, key, "\"cpu\" or \"cuda\"");
     } else if (name == "phase_timeout_s") {  // old place of swap.phase_timeout_s
       c.session.phase_timeout_s = get_number(value, source, key, "a number of seconds");
     } else if (name == "node_key") {  // old place of swap.node_key
@@ -108,6 +110,8 @@ void RunConfig::validate() const {
     if (std::find(names.begin(), names.end(), preset) == names.end())
       throw ConfigError(fmt::format("run.preset: unknown preset '{}' (known: {})", preset, fmt::join(names, ", ")));
   }
+  if (device != "cpu" && device != "cuda")
+    throw ConfigError(fmt::format("run.device: '{}' is not cpu or cuda", device));
   if (allgather && session.plan.policy != Policy::sharded)
     throw ConfigError("run.allgather: needs swap.policy sharded (it rebuilds sharded tensors)");
 }
@@ -116,7 +120,7 @@ nlohmann::json RunConfig::to_json() const {
   json j = session.to_json();
   j["swap"]["verify"] = check_values;
   j["run"] = {{"preset", preset}, {"tensors", tensors}, {"scale", scale}, {"swap", std::string(to_string(swap))},
-              {"steps", steps}, {"allgather", allgather}};
+              {"steps", steps}, {"allgather", allgather}, {"device", device}};
   return j;
 }
 

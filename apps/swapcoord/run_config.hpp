@@ -20,6 +20,7 @@ struct RunConfig {
   SwapWhat swap = SwapWhat::both;
   int steps = 3;
   bool allgather = false;
+  std::string device = "cpu";       // where the tensors live: cpu, or cuda (the rank's GPU by local rank)
   bool check_values = true;         // swap.verify / --verify: run checks every value it swaps in
   DeepSpeedInfo deepspeed;          // what a DeepSpeed config said
 
@@ -30,7 +31,7 @@ struct RunConfig {
   // session.node_key.
   void load_file(const std::string& path, bool log = true);  // log: say which DeepSpeed keys are ignored
   // session.validate() and the run section: steps in [0, 1e6], scale in (0, 4], a known
-  // preset (unless tensors is set), allgather only with the sharded policy.
+  // preset (unless tensors is set), allgather only with the sharded policy, device cpu or cuda.
   void validate() const;
   // session.to_json() (with swap.verify = check_values) plus "run".
   nlohmann::json to_json() const;

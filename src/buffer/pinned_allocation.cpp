@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -11,26 +12,13 @@
 #include "swapcoord/common/align.hpp"
 #include "swapcoord/common/error.hpp"
 #include "swapcoord/common/log.hpp"
-#include "swapcoord/config.hpp"
-
-#if SWAPCOORD_HAVE_CUDA
-#include <cuda_runtime_api.h>
-#endif
 
 namespace swapcoord {
 namespace {
 
 constexpr std::size_t kHugePage = std::size_t{2} << 20;
 
-#if SWAPCOORD_HAVE_CUDA
-bool cuda_device_present() {
-  static const bool present = [] {
-    int count = 0;
-    return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-  }();
-  return present;
-}
-#endif
+std::atomic<const HostAllocator*> device_allocator{nullptr};
 
 }  // namespace
 
@@ -43,22 +31,22 @@ std::string_view to_string(PinnedAllocation::Kind kind) noexcept {
   return "?";
 }
 
+void set_pinned_host_allocator(const HostAllocator* allocator) noexcept { device_allocator.store(allocator); }
+
 PinnedAllocation::PinnedAllocation(std::size_t size_bytes) {
   if (size_bytes == 0) return;
-#if SWAPCOORD_HAVE_CUDA
-  if (cuda_device_present()) {
-    void* pointer = nullptr;
-    const cudaError_t rc = cudaHostAlloc(&pointer, size_bytes, cudaHostAllocDefault);
-    if (rc != cudaSuccess)
-      throw Error(fmt::format("cudaHostAlloc of {} bytes failed: {}", size_bytes,
-                              cudaGetErrorString(rc)));
+  if (const HostAllocator* allocator = device_allocator.load()) {
+    std::string error;
+    void* pointer = allocator->allocate(size_bytes, error);
+    if (pointer == nullptr)
+      throw Error(fmt::format("cannot allocate {} bytes of pinned memory for swap buffers: {}", size_bytes, error));
     _data = static_cast<std::byte*>(pointer);
     _size_bytes = size_bytes;
     _kind = Kind::cuda_host;
+    _allocator = allocator;
     _locked = true;
     return;
   }
-#endif
   // Map 2 MiB more than needed when large enough for huge pages, then trim so that the
   // region starts on a 2 MiB boundary (transparent huge pages need that alignment).
   const bool want_huge = size_bytes >= kHugePage;
@@ -97,6 +85,7 @@ PinnedAllocation::PinnedAllocation(PinnedAllocation&& other) noexcept
       _size_bytes(std::exchange(other._size_bytes, 0)),
       _mapped_bytes(std::exchange(other._mapped_bytes, 0)),
       _kind(std::exchange(other._kind, Kind::none)),
+      _allocator(std::exchange(other._allocator, nullptr)),
       _locked(std::exchange(other._locked, false)),
       _huge(std::exchange(other._huge, false)) {}
 
@@ -107,6 +96,7 @@ PinnedAllocation& PinnedAllocation::operator=(PinnedAllocation&& other) noexcept
     _size_bytes = std::exchange(other._size_bytes, 0);
     _mapped_bytes = std::exchange(other._mapped_bytes, 0);
     _kind = std::exchange(other._kind, Kind::none);
+    _allocator = std::exchange(other._allocator, nullptr);
     _locked = std::exchange(other._locked, false);
     _huge = std::exchange(other._huge, false);
   }
@@ -117,15 +107,12 @@ PinnedAllocation::~PinnedAllocation() { release(); }
 
 void PinnedAllocation::release() noexcept {
   if (_data == nullptr) return;
-#if SWAPCOORD_HAVE_CUDA
-  if (_kind == Kind::cuda_host) {
-    cudaFreeHost(_data);  // an error cannot be reported from a destructor
-  }
-#endif
+  if (_kind == Kind::cuda_host) _allocator->release(_data);  // errors cannot be reported from here
   if (_kind == Kind::host_mmap) ::munmap(_data, _mapped_bytes);  // munlocks too
   _data = nullptr;
   _size_bytes = _mapped_bytes = 0;
   _kind = Kind::none;
+  _allocator = nullptr;
   _locked = _huge = false;
 }
 

@@ -41,6 +41,7 @@
 #include "swapcoord/common/log.hpp"
 #include "swapcoord/coord/mpi.hpp"
 #include "swapcoord/coord/watchdog.hpp"
+#include "swapcoord/device/device.hpp"
 #include "swapcoord/io/io_engine.hpp"
 #include "swapcoord/io/job_lock.hpp"
 #include "swapcoord/io/private_fs.hpp"
@@ -349,6 +350,16 @@ struct SwapSession::Impl {
   std::vector<TensorView> staging;
   std::optional<AsyncTensorSwapper> swapper;
   PinnedAllocation prefetch_area;
+  // Per CUDA device index: the stream and event that copy device tensors to and from
+  // staging (made by the caller's thread in check_views, used by the I/O thread).
+  std::map<int, device::DeviceStager> stagers;
+  std::mutex stagers_mutex;
+  device::DeviceStager& stager(int index) {
+    std::lock_guard lock(stagers_mutex);
+    auto it = stagers.find(index);
+    if (it == stagers.end()) it = stagers.emplace(index, device::DeviceStager(index)).first;
+    return it->second;
+  }
   std::vector<std::uint64_t> prefetched;  // per local piece: offset in prefetch_area
   // Pieces put in the area (local piece, offset), oldest first; an entry whose piece is no
   // longer at that offset (taken by swap_in, dropped, prefetched again) is stale.
@@ -454,9 +465,13 @@ void SwapSession::Impl::check_views(std::span<const std::uint32_t> ids, std::spa
     const PlanPiece& p = mine[local_index(ids[i])];
     const TensorSpec& t = tensors[ids[i]];
     const TensorView& v = views[i];
-    if (!v.device.is_cpu())
-      throw Error(fmt::format("{}: the view of tensor '{}' is on {} (host memory only)", who, t.name,
-                              to_string(v.device)));
+    if (!v.device.is_cpu()) {
+      try {
+        stager(v.device.index);
+      } catch (const std::exception& e) {
+        throw Error(fmt::format("{}: the view of tensor '{}' is on {}: {}", who, t.name, to_string(v.device), e.what()));
+      }
+    }
     if (v.size_bytes() != p.bytes || (v.data == nullptr && p.bytes > 0))
       throw Error(fmt::format("{}: the view of tensor '{}' has {} bytes ({} x {}) but this rank's piece is {} "
                               "elements ({} bytes) from element {}", who, t.name, v.size_bytes(), v.numel,
@@ -1261,6 +1276,10 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
     const std::size_t total = o.buffer_count * o.buffer_size;
     std::byte* base = nullptr;
     if (o.pin_memory) {
+      // With a GPU, staging is CUDA-pinned (cudaHostAlloc) in the context of this rank's
+      // GPU, so that copies of device tensors are DMA.
+      if (device::visible_device_count() > 0)
+        device::use_cuda_host_memory(device::device_for_local_rank(s->topo->local_rank(), "staging memory"));
       s->staging_pinned = PinnedAllocation(total);
       base = s->staging_pinned.data();
     } else {
@@ -1303,7 +1322,8 @@ SwapHandle SwapSession::swap_out_async(std::span<const std::uint32_t> ids, std::
       const TensorView& v = copy[i];
       const std::uint64_t size = v.size_bytes();
       const auto data = offset < size ? static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size - offset)) : 0;
-      if (data) std::memcpy(out.data(), v.bytes() + offset, data);
+      if (data && v.device.is_cpu()) std::memcpy(out.data(), v.bytes() + offset, data);
+      if (data && !v.device.is_cpu()) s.stager(v.device.index).to_host(out.first(data), v.bytes() + offset);
       std::memset(out.data() + data, 0, out.size() - data);
     });
   });
@@ -1320,7 +1340,9 @@ SwapHandle SwapSession::swap_in_async(std::span<const std::uint32_t> ids, std::s
       const TensorView& v = copy[i];
       const std::uint64_t size = v.size_bytes();
       if (offset >= size) return;
-      std::memcpy(v.bytes() + offset, in.data(), static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), size - offset)));
+      const auto part = in.first(static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), size - offset)));
+      if (v.device.is_cpu()) std::memcpy(v.bytes() + offset, part.data(), part.size());
+      else s.stager(v.device.index).to_device(v.bytes() + offset, part);
     });
   });
 }

@@ -1,5 +1,6 @@
 // gtest main for the MPI tests: every rank runs every test; only rank 0 prints, and the
-// exit code is the maximum over ranks, so a failure on any rank fails the ctest entry.
+// exit code is the maximum over ranks, so a failure on any rank fails the ctest entry
+// (77, skipped, when every test was skipped on every rank).
 // Other ranks print their failures, prefixed with the rank.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -46,6 +47,10 @@ int main(int argc, char** argv) {
   int worst = rc;
   MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   if (rank == 0 && worst != 0 && rc == 0) std::printf("a test failed on another rank\n");
+  // Every test that ran was skipped on every rank: exit 77 (ctest's SKIP_RETURN_CODE).
+  const auto* unit = testing::UnitTest::GetInstance();
+  int all_skipped = unit->test_to_run_count() > 0 && unit->skipped_test_count() == unit->test_to_run_count();
+  MPI_Allreduce(MPI_IN_PLACE, &all_skipped, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   MPI_Finalize();
-  return worst;
+  return worst == 0 && all_skipped ? 77 : worst;
 }

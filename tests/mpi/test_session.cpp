@@ -23,6 +23,7 @@
 #include "mpi_test_support.hpp"
 #include "swapcoord/catalog/catalog_paths.hpp"
 #include "swapcoord/common/mix.hpp"
+#include "swapcoord/device/device.hpp"
 #include "swapcoord/session/session.hpp"
 
 namespace swapcoord::test {
@@ -715,6 +716,38 @@ TEST(CatalogPaths, FilesOutsideTheAllowedRootsOrBehindALinkAreRefused) {
   EXPECT_THROW((void)readable_catalog_roots(own), ConfigError);
   std::filesystem::permissions(root, std::filesystem::perms::others_write, std::filesystem::perm_options::remove);
   EXPECT_EQ(readable_catalog_roots(own), std::vector<std::string>{root});
+}
+
+// A view on a GPU where none is visible (or the build has no CUDA): refused on the rank
+// that passed it, naming the rank, the tensor, the device and why; nothing is swapped and
+// the session stays usable. (Where a GPU is visible, tests/gpu swaps such views.)
+TEST_F(SessionTest, DeviceViewWithoutAGpuIsRefusedNamingTheTensorAndWhy) {
+  if (!all_ranks(device::visible_device_count() == 0)) GTEST_SKIP() << "a GPU is visible: tests/gpu covers this";
+  ASSERT_FALSE(dir.path().empty());
+  auto s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), options_in(dir.path()));
+  Memory memory(s);
+  memory.fill(1);
+  if (!memory.views.empty()) {
+    std::vector<TensorView> views = memory.views;
+    views.back().device = Device::cuda(0);
+    try {
+      s.swap_out(memory.ids, views);
+      ADD_FAILURE() << "no exception";
+    } catch (const Error& e) {
+      const std::string text = e.what();
+      const std::string expected = "rank " + std::to_string(world_rank()) + "@";
+      EXPECT_EQ(text.rfind(expected, 0), 0u) << text;
+      EXPECT_NE(text.find("the view of tensor '" + s.tensors()[memory.ids.back()].name +
+                          "' is on cuda:0: a tensor on a CUDA device: "), std::string::npos) << text;
+      EXPECT_NE(text.find(device::cuda_built() ? "no CUDA device is visible" : "built without CUDA"),
+                std::string::npos) << text;
+    }
+  }
+  s.swap_out(memory.ids, memory.views);  // still usable
+  memory.clear();
+  s.swap_in(memory.ids, memory.views);
+  EXPECT_EQ(memory.wrong(1), 0u);
+  s.remove_files();
 }
 
 }  // namespace

@@ -14,7 +14,11 @@
 // Each rank owns at most one piece of each tensor (a whole tensor for the balanced and
 // round-robin policies, one shard for sharded): `ids` are tensor indices into the list
 // given to create(), and views[i] is this rank's piece of tensor ids[i] (local_piece(id)
-// gives its element range). Caller memory may be at any address alignment.
+// gives its element range). Caller memory may be at any address alignment, in host memory
+// or on a CUDA device (Device::cuda(k)): a device tensor is copied to and from the pinned
+// staging buffers on a stream of its GPU, each staging buffer written as soon as its copy
+// is done, each copy to the GPU overlapping the next reads (device/device.hpp). Built
+// without CUDA, or with no GPU visible, a device view is refused, saying why.
 //
 // Versions are per piece. Each piece has a committed copy (in one of two slots) and,
 // once swapped out after the last commit, a pending copy in the other slot; swap_in reads

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <filesystem>
 #include <type_traits>
 #include <utility>
@@ -12,6 +14,7 @@
 #include "swapcoord/buffer/pinned_allocation.hpp"
 #include "swapcoord/buffer/swap_buffer_manager.hpp"
 #include "swapcoord/common/align.hpp"
+#include "swapcoord/common/error.hpp"
 #include "swapcoord/config.hpp"
 
 namespace swapcoord {
@@ -30,17 +33,10 @@ constexpr std::size_t kMiB = std::size_t{1} << 20;
 
 bool running_as_root() { return ::geteuid() == 0; }
 
-// Whether a CUDA device could be present (the driver's device node exists).
-bool gpu_present() { return std::filesystem::exists("/dev/nvidia0"); }
-
-// Without CUDA in the build, or without a GPU, the memory is an anonymous mapping;
-// with both, cudaHostAlloc'ed.
+// The buffer layer alone (no device layer has installed cudaHostAlloc) maps host memory;
+// tests/gpu checks the cudaHostAlloc'ed kind where a GPU is.
 void expect_host_kind(const PinnedAllocation& memory) {
-  if (SWAPCOORD_HAVE_CUDA && gpu_present()) {
-    EXPECT_EQ(memory.kind(), PinnedAllocation::Kind::cuda_host);
-  } else {
-    EXPECT_EQ(memory.kind(), PinnedAllocation::Kind::host_mmap);
-  }
+  EXPECT_EQ(memory.kind(), PinnedAllocation::Kind::host_mmap);
 }
 
 void expect_writable(const PinnedAllocation& memory) {
@@ -175,6 +171,53 @@ TEST(PinnedAllocation, KindNames) {
   EXPECT_EQ(to_string(PinnedAllocation::Kind::none), "none");
   EXPECT_EQ(to_string(PinnedAllocation::Kind::host_mmap), "host_mmap");
   EXPECT_EQ(to_string(PinnedAllocation::Kind::cuda_host), "cuda_host");
+}
+
+// A host allocator installed through the seam the device layer uses (its cudaHostAlloc is
+// swapped for aligned_alloc here, so that this runs without a GPU).
+int allocations = 0, releases = 0;
+void* counting_allocate(std::size_t bytes, std::string&) {
+  ++allocations;
+  return std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+}
+void counting_release(void* data) noexcept {
+  ++releases;
+  std::free(data);
+}
+void* refusing_allocate(std::size_t bytes, std::string& error) {
+  error = "test allocator: no " + std::to_string(bytes) + " bytes today";
+  return nullptr;
+}
+constexpr HostAllocator kCounting{"counting", &counting_allocate, &counting_release};
+constexpr HostAllocator kRefusing{"refusing", &refusing_allocate, &counting_release};
+
+TEST(PinnedAllocation, AnInstalledHostAllocatorMakesAndFreesCudaHostMemory) {
+  allocations = releases = 0;
+  set_pinned_host_allocator(&kCounting);
+  {
+    PinnedAllocation memory(3 * kMiB + 5);
+    EXPECT_EQ(memory.kind(), PinnedAllocation::Kind::cuda_host);
+    EXPECT_TRUE(memory.locked());
+    EXPECT_EQ(memory.size_bytes(), 3 * kMiB + 5);
+    expect_writable(memory);
+    PinnedAllocation moved(std::move(memory));  // freed once, by the allocator that made it
+    set_pinned_host_allocator(nullptr);
+    PinnedAllocation host(kMiB);                // made after the reset: the host path again
+    EXPECT_EQ(host.kind(), PinnedAllocation::Kind::host_mmap);
+    EXPECT_EQ(allocations, 1);
+    EXPECT_EQ(releases, 0);
+  }
+  EXPECT_EQ(releases, 1);
+  set_pinned_host_allocator(&kRefusing);
+  try {
+    PinnedAllocation memory(kMiB);
+    ADD_FAILURE() << "no exception";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("cannot allocate 1048576 bytes of pinned memory for swap buffers: "
+                                               "test allocator: no 1048576 bytes today"));
+  }
+  set_pinned_host_allocator(nullptr);
+  EXPECT_EQ(PinnedAllocation(4096).kind(), PinnedAllocation::Kind::host_mmap);
 }
 
 }  // namespace

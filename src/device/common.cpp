@@ -1,0 +1,32 @@
+// The parts of the device layer that need no CUDA.
+#include <mpi.h>
+
+#include <fmt/format.h>
+
+#include "swapcoord/common/host.hpp"
+#include "swapcoord/device/device.hpp"
+
+namespace swapcoord::device {
+
+std::string who() {
+  int initialised = 0, finalised = 0;
+  MPI_Initialized(&initialised);
+  MPI_Finalized(&finalised);
+  if (initialised && !finalised) {
+    int rank = 0;
+    if (MPI_Comm_rank(MPI_COMM_WORLD, &rank) == MPI_SUCCESS) return fmt::format("rank {}@{}", rank, host_name());
+  }
+  return host_name();
+}
+
+void require_device(const std::string& what) {
+  if (visible_device_count() == 0)
+    throw Error(fmt::format("{}: no CUDA device is visible ({})", what, no_device_reason()));
+}
+
+int device_for_local_rank(int local_rank, const std::string& what) {
+  require_device(what);
+  return local_rank % visible_device_count();
+}
+
+}  // namespace swapcoord::device
