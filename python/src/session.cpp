@@ -25,7 +25,8 @@ namespace swapcoord::python {
 namespace {
 
 using Spec = std::tuple<std::string, std::vector<std::uint64_t>, std::string>;
-using View = std::tuple<std::uintptr_t, std::size_t, std::string>;  // address, numel, dtype
+// address, numel, dtype, device (-1: host memory, k: cuda:k)
+using View = std::tuple<std::uintptr_t, std::size_t, std::string, int>;
 
 // The session and what Python asked of it. `close()` ends the session (before
 // MPI_Finalize: the Python layer calls it from atexit, ahead of mpi4py's).
@@ -88,8 +89,9 @@ class PySession {
 std::vector<TensorView> views_of(const std::vector<View>& views) {
   std::vector<TensorView> out;
   out.reserve(views.size());
-  for (const auto& [address, numel, dtype] : views)
-    out.push_back({reinterpret_cast<void*>(address), numel, parse_dtype(dtype), Device::cpu()});
+  for (const auto& [address, numel, dtype, device] : views)
+    out.push_back({reinterpret_cast<void*>(address), numel, parse_dtype(dtype),
+                   device < 0 ? Device::cpu() : Device::cuda(device)});
   return out;
 }
 

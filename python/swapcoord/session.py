@@ -29,7 +29,7 @@ import sys
 import weakref
 
 from . import _swapcoord
-from ._tensors import dtype_name, tensor_memory
+from ._tensors import device_index, dtype_name, tensor_memory
 
 # The keys of the options' two sections (README, "Configuration"); keyword arguments of
 # create() / resume() go to the section that has them.
@@ -207,12 +207,12 @@ class Session:
             name = self._names[i]
             if piece is None:
                 raise _swapcoord.ConfigError(f"{what}: rank {self.rank} owns no piece of tensor '{name}'")
-            address, nbytes, dtype = tensor_memory(t, f"{what} of tensor '{name}'")
+            address, nbytes, dtype = tensor_memory(t, f"{what} of tensor '{name}'", allow_cuda=True)
             if dtype != self._dtypes[i] or t.numel() != piece[4]:
                 raise _swapcoord.ConfigError(
                     f"{what} of tensor '{name}': rank {self.rank}'s piece is {piece[4]} elements of "
                     f"{self._dtypes[i]}, the tensor given has {t.numel()} of {dtype}")
-            views.append((address, t.numel(), dtype))
+            views.append((address, t.numel(), dtype, device_index(t)))
         # detach(): another tensor object on the same storage, so that the memory stays
         # alive even if the caller re-points the tensor (t.data = ..., t.set_()).
         return views, [t.detach() for t in tensors]
