@@ -178,9 +178,9 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
     }
   } remove{path, o.keep};
   SwapFile file = SwapFile::create(path, size, direct);
+  PinnedAllocation source(size), target(size);  // the host path's memory, as without --device
   const int gpu_index = gpu ? device::device_for_local_rank(0, "bench --device cuda") : -1;
-  if (gpu) device::use_cuda_host_memory(gpu_index);  // staging and buffers cudaHostAlloc'ed
-  PinnedAllocation source(size), target(size);
+  if (gpu) device::use_cuda_host_memory(gpu_index);  // the GPU path's staging: cudaHostAlloc'ed
   PinnedAllocation staging(gpu ? o.buffer_count * staging_size : 0);
   std::vector<TensorView> staging_views;
   for (std::size_t i = 0; gpu && i < o.buffer_count; ++i)
@@ -253,6 +253,9 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
       // The GPU path: the same bytes from GPU memory to the file and back (as the session).
       AsyncTensorSwapper swapper(*engine, staging_views, file.offset_alignment() > 1 ? file.offset_alignment() : 4096);
       const SwapLocation whole{&file, 0, size};
+      // Another pattern than the host path's, so that the file must change.
+      const std::uint64_t gpu_seed = seed ^ 0x9e3779b97f4a7c15ULL;
+      fill(source.data(), size, gpu_seed);
       gpu_memory.copy_from_host(0, {source.data(), static_cast<std::size_t>(size)});
       t0 = Clock::now();
       swapper.write_stream({&whole, 1}, [&](std::size_t, std::uint64_t offset, std::span<std::byte> out) {
@@ -268,7 +271,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
       point.device_read.gbps.push_back(gbps(size, Clock::now() - t0));
       std::memset(target.data(), 0, size);
       gpu_memory.copy_to_host(0, {target.data(), static_cast<std::size_t>(size)});
-      point.wrong += count_wrong(target.data(), size, seed);
+      point.wrong += count_wrong(target.data(), size, gpu_seed);
     }
     total_wrong += point.wrong;
     std::printf("  %10s %12llu %12zu %8zu %10.2f %12.2f %10.2f", backend.c_str(),

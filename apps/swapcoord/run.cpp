@@ -138,6 +138,7 @@ void Job::phase(int step, const char* name, int epoch, const std::function<void(
 
 void Job::swap_out(int epoch, PhaseReport& report) {
   if (on_gpu()) {
+    if (!_ids.empty()) crash_if("swap-out", epoch);  // before the swap-out (GPU views go in one call)
     report.bytes = _session->swap_out(_ids, _gpu_views).bytes;
     if (epoch == _cli.corrupt_epoch && _rank == 0 && !_ids.empty()) corrupt(_ids.front());
     return;
@@ -279,7 +280,12 @@ int Job::run() {
     const auto dtype = _config.deepspeed.detected ? std::optional(_config.deepspeed.param_dtype) : std::nullopt;
     _tensors = _config.tensors.empty() ? preset_tensors(_config.preset, _config.scale, _config.swap, dtype)
                                        : load_tensor_list(_config.tensors, _config.swap, dtype);
-    if (_config.device == "cuda") device::require_device("--device cuda");
+    if (_config.device == "cuda") {
+      device::require_device("--device cuda");
+      if (_config.allgather && !device::nccl_built())
+        throw ConfigError("run.allgather with run.device cuda: swapcoord was built without NCCL (the MPI all-gather "
+                          "needs run.device cpu)");
+    }
   } catch (const ConfigError& e) {
     problem = e.what();
     config_error = true;

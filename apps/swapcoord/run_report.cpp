@@ -9,6 +9,7 @@
 #include "swapcoord/common/log.hpp"
 #include "swapcoord/config.hpp"
 #include "swapcoord/coord/mpi.hpp"
+#include "swapcoord/device/device.hpp"
 #include "swapcoord/io/private_fs.hpp"
 
 namespace swapcoord::app {
@@ -48,6 +49,11 @@ RunReport::RunReport(const RunConfig& config, const SwapSession& session, const 
                 o.backend.c_str(), o.aio.block_size, o.aio.queue_depth, o.aio.intra_op_parallelism,
                 o.aio.single_submit, o.aio.overlap_events, std::string(to_string(o.aio.direct)).c_str(), o.aio.fsync,
                 o.buffer_count, format_size(o.buffer_size).c_str(), c.check_values);
+    if (c.device == "cuda")
+      std::printf("# device: tensors in GPU memory, GPU local_rank %% %d; rank 0's: %s; %s; allgather %s\n",
+                  device::visible_device_count(), device::describe_device(device::device_for_local_rank(
+                                                      topo.local_rank(), "--device cuda")).c_str(),
+                  device::build_description().c_str(), c.allgather ? "NCCL" : "off");
     std::string per_node;
     for (std::size_t n = 0; n < plan.node_bytes.size(); ++n)
       per_node += fmt::format("{}node {}: {:.1f} MB", n ? ", " : "", n, static_cast<double>(plan.node_bytes[n]) / 1e6);
@@ -55,8 +61,9 @@ RunReport::RunReport(const RunConfig& config, const SwapSession& session, const 
     std::printf("#\n# %5s %-20s %5s %10s %s\n", "rank", "host", "node", "local_rank", "root, bytes");
   }
   // One line per rank, in rank order (each rank's root is known only to it).
-  const std::string line = fmt::format("{} {:.1f} MB", topo.my_root(),
-                                       static_cast<double>(plan.rank_bytes[static_cast<std::size_t>(_rank)]) / 1e6);
+  std::string line = fmt::format("{} {:.1f} MB", topo.my_root(),
+                                 static_cast<double>(plan.rank_bytes[static_cast<std::size_t>(_rank)]) / 1e6);
+  if (c.device == "cuda") line += fmt::format(", cuda:{}", device::device_for_local_rank(topo.local_rank(), "--device cuda"));
   constexpr int kWidth = 512;
   std::vector<char> mine(kWidth, '\0'), all(static_cast<std::size_t>(kWidth) * static_cast<std::size_t>(topo.world_size()));
   std::memcpy(mine.data(), line.data(), std::min<std::size_t>(line.size(), kWidth - 1));

@@ -1,6 +1,8 @@
 // The parts of the device layer that need no CUDA.
 #include <mpi.h>
 
+#include <atomic>
+
 #include <fmt/format.h>
 
 #include "swapcoord/common/host.hpp"
@@ -8,15 +10,22 @@
 
 namespace swapcoord::device {
 
-std::string who() {
+namespace {
+std::atomic<int> remembered_rank{-1};
+}  // namespace
+
+void remember_rank() noexcept {
+  if (remembered_rank.load() >= 0) return;
   int initialised = 0, finalised = 0;
   MPI_Initialized(&initialised);
   MPI_Finalized(&finalised);
-  if (initialised && !finalised) {
-    int rank = 0;
-    if (MPI_Comm_rank(MPI_COMM_WORLD, &rank) == MPI_SUCCESS) return fmt::format("rank {}@{}", rank, host_name());
-  }
-  return host_name();
+  int rank = -1;
+  if (initialised && !finalised && MPI_Comm_rank(MPI_COMM_WORLD, &rank) == MPI_SUCCESS) remembered_rank.store(rank);
+}
+
+std::string who() {
+  const int rank = remembered_rank.load();
+  return rank >= 0 ? fmt::format("rank {}@{}", rank, host_name()) : host_name();
 }
 
 void require_device(const std::string& what) {

@@ -1,7 +1,10 @@
 // The device layer with CUDA: device queries, device memory, the stream stager and the
 // CUDA-pinned host allocator.
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <utility>
@@ -30,14 +33,50 @@ void cuda_check(int rc, const char* call, const std::string& what) {
   throw CudaError(fmt::format("{}: {} ({}): {}", who(), call, what, cuda_text(rc)), call, rc);
 }
 
-DeviceGuard::DeviceGuard(int device) {
-  cuda_check(cudaGetDevice(&_previous), "cudaGetDevice", "the current device");
-  if (_previous != device) cuda_check(cudaSetDevice(device), "cudaSetDevice", fmt::format("device {}", device));
+namespace {
+
+// cuCtxGetCurrent / cuCtxSetCurrent of the driver the runtime has loaded (not linked: a
+// build machine without a driver has no libcuda.so.1). Null where it is not found.
+struct DriverContextApi {
+  int (*get)(void**) = nullptr;
+  int (*set)(void*) = nullptr;
+};
+
+const DriverContextApi& driver_context_api() {
+  static const DriverContextApi api = [] {
+    DriverContextApi a;
+    void* handle = ::dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (handle == nullptr) return a;
+    a.get = reinterpret_cast<int (*)(void**)>(::dlsym(handle, "cuCtxGetCurrent"));
+    a.set = reinterpret_cast<int (*)(void*)>(::dlsym(handle, "cuCtxSetCurrent"));
+    if (a.get == nullptr || a.set == nullptr) a = {};
+    return a;
+  }();
+  return api;
+}
+
+}  // namespace
+
+DeviceGuard::DeviceGuard(int device, std::nothrow_t) noexcept {
+  const DriverContextApi& api = driver_context_api();
+  if (api.get != nullptr) {
+    if (api.get(&_context) != 0) _context = nullptr;
+  } else if (cudaGetDevice(&_previous) != cudaSuccess) {
+    _previous = -1;
+  }
+  const cudaError_t rc = cudaSetDevice(device);
+  if (rc != cudaSuccess) (void)cudaGetLastError();
+  _ok = rc == cudaSuccess;
+}
+
+DeviceGuard::DeviceGuard(int device) : DeviceGuard(device, std::nothrow) {
+  if (!_ok) cuda_check(cudaSetDevice(device), "cudaSetDevice", fmt::format("device {}", device));
 }
 
 DeviceGuard::~DeviceGuard() {
-  int now = -1;
-  if (cudaGetDevice(&now) == cudaSuccess && now != _previous) (void)cudaSetDevice(_previous);
+  const DriverContextApi& api = driver_context_api();
+  if (api.set != nullptr) (void)api.set(_context);  // null: the thread had none, and has none again
+  else if (_previous >= 0) (void)cudaSetDevice(_previous);
 }
 
 namespace {
@@ -64,15 +103,15 @@ int host_memory_device = -1;  // the device whose context cudaHostAlloc uses
 std::mutex host_memory_mutex;
 
 void* cuda_host_allocate(std::size_t bytes, std::string& error) {
+  DeviceGuard guard(host_memory_device, std::nothrow);
   void* pointer = nullptr;
-  int rc = cudaSetDevice(host_memory_device);
-  if (rc == cudaSuccess) rc = cudaHostAlloc(&pointer, bytes, cudaHostAllocPortable);
-  if (rc != cudaSuccess) {
-    (void)cudaGetLastError();
-    error = fmt::format("cudaHostAlloc of {} bytes (device {}): {}", bytes, host_memory_device, cuda_text(rc));
-    return nullptr;
-  }
-  return pointer;
+  const cudaError_t rc =
+      guard.ok() ? cudaHostAlloc(&pointer, bytes, cudaHostAllocPortable) : cudaSetDevice(host_memory_device);
+  if (rc == cudaSuccess) return pointer;
+  (void)cudaGetLastError();
+  error = fmt::format("{} (device {}): {}", guard.ok() ? fmt::format("cudaHostAlloc of {} bytes", bytes) : "cudaSetDevice",
+                      host_memory_device, cuda_text(rc));
+  return nullptr;
 }
 
 void cuda_host_release(void* data) noexcept { (void)cudaFreeHost(data); }
@@ -119,6 +158,7 @@ std::string describe_device(int device) {
 
 void use_cuda_host_memory(int device) {
   require_device("CUDA host memory");
+  remember_rank();
   if (device < 0 || device >= visible_device_count())
     throw Error(fmt::format("CUDA host memory: device {} is not one of the {} visible", device,
                             visible_device_count()));
@@ -134,6 +174,10 @@ DeviceMemory::DeviceMemory() noexcept = default;
 
 DeviceMemory::DeviceMemory(int device, std::size_t bytes) : _bytes(bytes), _device(device) {
   require_device("device memory");
+  remember_rank();
+  if (device < 0 || device >= visible_device_count())
+    throw Error(fmt::format("device memory on cuda:{}, but {} CUDA device(s) are visible", device,
+                            visible_device_count()));
   if (bytes == 0) return;
   DeviceGuard guard(device);
   void* pointer = nullptr;
@@ -147,7 +191,7 @@ DeviceMemory::DeviceMemory(DeviceMemory&& other) noexcept
 
 DeviceMemory& DeviceMemory::operator=(DeviceMemory&& other) noexcept {
   if (this != &other) {
-    this->~DeviceMemory();
+    release();
     _data = std::exchange(other._data, nullptr);
     _bytes = std::exchange(other._bytes, 0);
     _device = std::exchange(other._device, -1);
@@ -155,13 +199,12 @@ DeviceMemory& DeviceMemory::operator=(DeviceMemory&& other) noexcept {
   return *this;
 }
 
-DeviceMemory::~DeviceMemory() {
+DeviceMemory::~DeviceMemory() { release(); }
+
+void DeviceMemory::release() noexcept {
   if (_data == nullptr) return;
-  int previous = 0;
-  (void)cudaGetDevice(&previous);
-  (void)cudaSetDevice(_device);
+  DeviceGuard guard(_device, std::nothrow);
   (void)cudaFree(_data);  // an error cannot be reported from a destructor
-  (void)cudaSetDevice(previous);
   _data = nullptr;
 }
 
@@ -181,6 +224,9 @@ void DeviceMemory::copy_from_host(std::size_t offset, std::span<const std::byte>
   DeviceGuard guard(_device);
   cuda_check(cudaMemcpy(_data + offset, host.data(), host.size(), cudaMemcpyHostToDevice), "cudaMemcpy",
              fmt::format("{} bytes, host to device {} at offset {}", host.size(), _device, offset));
+  // From pageable memory cudaMemcpy may return before the DMA is done: done now.
+  cuda_check(cudaStreamSynchronize(cudaStreamLegacy), "cudaStreamSynchronize",
+             fmt::format("the default stream of device {}", _device));
 }
 
 void DeviceMemory::copy_to_host(std::size_t offset, std::span<std::byte> host) const {
@@ -195,6 +241,8 @@ void DeviceMemory::zero() {
   if (_bytes == 0) return;
   DeviceGuard guard(_device);
   cuda_check(cudaMemset(_data, 0, _bytes), "cudaMemset", fmt::format("{} bytes on device {}", _bytes, _device));
+  cuda_check(cudaStreamSynchronize(cudaStreamLegacy), "cudaStreamSynchronize",
+             fmt::format("the default stream of device {}", _device));  // cudaMemset may return before
 }
 
 // ---- DeviceStager ----------------------------------------------------------------------
@@ -206,15 +254,12 @@ struct DeviceStager::Impl {
 
   ~Impl() {
     if (stream == nullptr && done == nullptr) return;
-    int previous = 0;
-    (void)cudaGetDevice(&previous);
-    (void)cudaSetDevice(device);
+    DeviceGuard guard(device, std::nothrow);
     if (stream) {
       (void)cudaStreamSynchronize(stream);
       (void)cudaStreamDestroy(stream);
     }
     if (done) (void)cudaEventDestroy(done);
-    (void)cudaSetDevice(previous);
   }
   void copy(void* target, const void* source, std::size_t bytes, cudaMemcpyKind kind, bool to_device) {
     if (bytes == 0) return;
@@ -233,12 +278,16 @@ struct DeviceStager::Impl {
 
 DeviceStager::DeviceStager(int device) : _impl(std::make_unique<Impl>()) {
   require_device("a tensor on a CUDA device");
+  remember_rank();
   if (device < 0 || device >= visible_device_count())
     throw Error(fmt::format("a tensor on cuda:{}, but {} CUDA device(s) are visible", device,
                             visible_device_count()));
   _impl->device = device;
   DeviceGuard guard(device);
-  cuda_check(cudaStreamCreateWithFlags(&_impl->stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags",
+  // A blocking stream: ordered after the work queued on the legacy default stream (where
+  // cudaMemcpy, cudaMemset and PyTorch's default current stream run), so a swap-out reads
+  // what that work wrote and a swap-in is not overwritten by it.
+  cuda_check(cudaStreamCreateWithFlags(&_impl->stream, cudaStreamDefault), "cudaStreamCreateWithFlags",
              fmt::format("device {}", device));
   // Blocking sync: the waiting thread sleeps instead of spinning on a core the I/O needs.
   cuda_check(cudaEventCreateWithFlags(&_impl->done, cudaEventDisableTiming | cudaEventBlockingSync),
@@ -251,15 +300,37 @@ DeviceStager::~DeviceStager() = default;
 
 int DeviceStager::device() const noexcept { return _impl ? _impl->device : -1; }
 
+DeviceStager::Impl& DeviceStager::impl() const {
+  if (!_impl) throw Error("DeviceStager: used after it was moved from");
+  return *_impl;
+}
+
 void DeviceStager::to_host_async(std::span<std::byte> out, const void* source) {
-  _impl->copy(out.data(), source, out.size(), cudaMemcpyDeviceToHost, false);
+  impl().copy(out.data(), source, out.size(), cudaMemcpyDeviceToHost, false);
 }
 
 void DeviceStager::to_device_async(void* target, std::span<const std::byte> in) {
-  _impl->copy(target, in.data(), in.size(), cudaMemcpyHostToDevice, true);
+  impl().copy(target, in.data(), in.size(), cudaMemcpyHostToDevice, true);
 }
 
-void DeviceStager::wait() { _impl->wait(); }
+void DeviceStager::wait() { impl().wait(); }
+
+void check_device_pointer(const void* pointer, std::size_t bytes, int device, const std::string& what) {
+  if (bytes == 0) return;
+  cudaPointerAttributes attributes{};
+  const cudaError_t rc = cudaPointerGetAttributes(&attributes, pointer);
+  if (rc != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw Error(fmt::format("{}: {} is not memory CUDA knows ({})", what, pointer, cuda_text(rc)));
+  }
+  const bool on_device = attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
+  if (!on_device || attributes.device != device)
+    throw Error(fmt::format("{}: {} is {} memory{}, not memory of cuda:{}", what, pointer,
+                            attributes.type == cudaMemoryTypeHost ? "pinned host"
+                            : on_device                            ? "device"
+                                                                   : "host (unregistered)",
+                            on_device ? fmt::format(" of cuda:{}", attributes.device) : std::string(), device));
+}
 
 void DeviceStager::to_host(std::span<std::byte> out, const void* source) {
   to_host_async(out, source);

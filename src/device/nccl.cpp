@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <exception>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -39,12 +41,16 @@ struct NcclComm::Impl {
 
   ~Impl() {
     if (device < 0) return;
-    int previous = 0;
-    (void)cudaGetDevice(&previous);
-    (void)cudaSetDevice(device);
+    DeviceGuard guard(device, std::nothrow);
     if (comm != nullptr) {
-      const ncclResult_t finalize = broken ? ncclInternalError : ncclCommFinalize(comm);
-      bool clean = finalize == ncclSuccess || finalize == ncclInProgress;
+      // ncclCommFinalize waits for every rank to finalise too: only when all is well. After
+      // a failure, or while an exception unwinds this rank (its peers may never finalise),
+      // abort at once.
+      bool clean = !broken && std::uncaught_exceptions() == 0 && guard.ok();
+      if (clean) {
+        const ncclResult_t finalize = ncclCommFinalize(comm);
+        clean = finalize == ncclSuccess || finalize == ncclInProgress;
+      }
       const auto deadline = Clock::now() + timeout;
       ncclResult_t state = ncclInProgress;
       while (clean && ncclCommGetAsyncError(comm, &state) == ncclSuccess && state == ncclInProgress) {
@@ -55,7 +61,6 @@ struct NcclComm::Impl {
       else (void)ncclCommAbort(comm);
     }
     if (stream != nullptr) (void)cudaStreamDestroy(stream);
-    (void)cudaSetDevice(previous);
   }
 
   [[noreturn]] void fail(const char* call, const std::string& what, ncclResult_t rc) {
@@ -101,6 +106,7 @@ struct NcclComm::Impl {
 };
 
 NcclComm::NcclComm(MPI_Comm comm, int device, std::chrono::milliseconds timeout) : _impl(std::make_unique<Impl>()) {
+  remember_rank();
   Impl& s = *_impl;
   s.mpi = Comm::dup(comm);
   s.rank = s.mpi.rank();
@@ -163,33 +169,40 @@ NcclComm::NcclComm(NcclComm&&) noexcept = default;
 NcclComm& NcclComm::operator=(NcclComm&&) noexcept = default;
 NcclComm::~NcclComm() = default;
 
-int NcclComm::rank() const noexcept { return _impl->rank; }
-int NcclComm::size() const noexcept { return _impl->size; }
-int NcclComm::device() const noexcept { return _impl->device; }
+int NcclComm::rank() const noexcept { return _impl ? _impl->rank : -1; }
+int NcclComm::size() const noexcept { return _impl ? _impl->size : 0; }
+int NcclComm::device() const noexcept { return _impl ? _impl->device : -1; }
 
-void NcclComm::allgather_tensor(std::span<const PlanPiece> pieces, std::size_t element_size,
+void NcclComm::allgather_tensor(std::span<const PlanPiece> pieces_in, std::size_t element_size,
                                 std::span<const std::byte> local, std::span<std::byte> full) {
+  if (!_impl) throw Error("NcclComm: used after it was moved from");
   Impl& s = *_impl;
   if (s.broken)
     throw Error(fmt::format("{}: NCCL: the communicator failed earlier and was aborted; make a new one", who()));
+  // Every rank must issue the grouped broadcasts in the same order: by owner.
+  std::vector<PlanPiece> pieces(pieces_in.begin(), pieces_in.end());
+  std::sort(pieces.begin(), pieces.end(), [](const PlanPiece& a, const PlanPiece& b) { return a.owner < b.owner; });
+  // What is wrong on one rank is agreed on by all before any NCCL call (a rank that threw
+  // alone would leave the others waiting in the collective).
+  std::string problem;
   std::uint64_t own = 0;
   bool equal = static_cast<int>(pieces.size()) == s.size;
-  for (const auto& p : pieces) {
+  for (std::size_t i = 0; i < pieces.size() && problem.empty(); ++i) {
+    const PlanPiece& p = pieces[i];
     const std::uint64_t offset = p.element_offset * element_size;
-    if (p.owner < 0 || p.owner >= s.size)
-      throw Error(fmt::format("{}: NCCL allgather_tensor: shard {} of tensor {} has owner {} (ranks 0-{})", who(),
-                              p.shard, p.tensor, p.owner, s.size - 1));
-    if (offset + p.bytes > full.size())
-      throw Error(fmt::format("{}: NCCL allgather_tensor: shard {} of tensor {} ends at byte {}, past the {}-byte "
-                              "output", who(), p.shard, p.tensor, offset + p.bytes, full.size()));
+    if (p.owner < 0 || p.owner >= s.size || (i > 0 && pieces[i - 1].owner == p.owner))
+      problem = fmt::format("{}: NCCL allgather_tensor: shard {} of tensor {} has owner {} (ranks 0-{}, one piece "
+                            "each)", who(), p.shard, p.tensor, p.owner, s.size - 1);
+    else if (offset + p.bytes > full.size())
+      problem = fmt::format("{}: NCCL allgather_tensor: shard {} of tensor {} ends at byte {}, past the {}-byte output",
+                            who(), p.shard, p.tensor, offset + p.bytes, full.size());
     if (p.owner == s.rank) own = p.bytes;
     equal = equal && p.bytes == pieces.front().bytes && offset == static_cast<std::uint64_t>(p.owner) * p.bytes;
   }
-  const auto [bad, problem] = first_message(
-      s.mpi.get(), own != local.size() ? fmt::format("{}: NCCL allgather_tensor: rank {} passes {} bytes but owns a "
-                                                     "shard of {}", who(), s.rank, local.size(), own)
-                                       : std::string());
-  if (bad >= 0) throw Error(problem);
+  if (problem.empty() && own != local.size())
+    problem = fmt::format("{}: NCCL allgather_tensor: rank {} passes {} bytes but owns a shard of {}", who(), s.rank,
+                          local.size(), own);
+  if (const auto [bad, message] = first_message(s.mpi.get(), problem); bad >= 0) throw Error(message);
   DeviceGuard guard(s.device);
   const std::string what = fmt::format("{} bytes of tensor {} in {} pieces, rank {} of {}", full.size(),
                                        pieces.empty() ? 0 : pieces.front().tensor, pieces.size(), s.rank, s.size);
@@ -202,11 +215,16 @@ void NcclComm::allgather_tensor(std::span<const PlanPiece> pieces, std::size_t e
     return;
   }
   s.check(ncclGroupStart(), "ncclGroupStart", what);
-  for (const auto& p : pieces) {
-    std::byte* at = full.data() + p.element_offset * element_size;
-    s.check(ncclBroadcast(p.owner == s.rank ? static_cast<const void*>(local.data()) : at, at, p.bytes, ncclUint8,
-                          p.owner, s.comm, s.stream),
-            "ncclBroadcast", what);
+  try {
+    for (const auto& p : pieces) {
+      std::byte* at = full.data() + p.element_offset * element_size;
+      s.check(ncclBroadcast(p.owner == s.rank ? static_cast<const void*>(local.data()) : at, at, p.bytes, ncclUint8,
+                            p.owner, s.comm, s.stream),
+              "ncclBroadcast", what);
+    }
+  } catch (...) {
+    (void)ncclGroupEnd();  // the group must be closed, or later NCCL calls of this thread wait for it
+    throw;
   }
   s.check(ncclGroupEnd(), "ncclGroupEnd", what);
   s.wait_comm("ncclGroupEnd", what, deadline);

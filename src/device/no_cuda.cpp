@@ -42,5 +42,10 @@ void DeviceStager::to_device(void*, std::span<const std::byte>) { unavailable("c
 void DeviceStager::to_host_async(std::span<std::byte>, const void*) { unavailable("cuda copy"); }
 void DeviceStager::to_device_async(void*, std::span<const std::byte>) { unavailable("cuda copy"); }
 void DeviceStager::wait() {}
+DeviceStager::Impl& DeviceStager::impl() const { unavailable("cuda copy"); }
+void DeviceMemory::release() noexcept {}
+void check_device_pointer(const void*, std::size_t bytes, int, const std::string& what) {
+  if (bytes > 0) unavailable(what.c_str());
+}
 
 }  // namespace swapcoord::device

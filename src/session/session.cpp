@@ -468,6 +468,7 @@ void SwapSession::Impl::check_views(std::span<const std::uint32_t> ids, std::spa
     if (!v.device.is_cpu()) {
       try {
         stager(v.device.index);
+        device::check_device_pointer(v.data, v.size_bytes(), v.device.index, "its memory");
       } catch (const std::exception& e) {
         throw Error(fmt::format("{}: the view of tensor '{}' is on {}: {}", who, t.name, to_string(v.device), e.what()));
       }

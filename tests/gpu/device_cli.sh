@@ -14,11 +14,11 @@ trap 'rm -f "$out"' EXIT
 "$@" >"$out" 2>&1
 rc=$?
 cat "$out"
-no_gpu='no CUDA device is visible|built without CUDA'
+no_gpu='no CUDA device is visible|built without CUDA|built without NCCL'
 case $mode in
   gpu)
     if [ $rc -ne 0 ] && grep -Eq "$no_gpu" "$out"; then
-      echo "skipped: $(grep -Eo "(no CUDA device is visible|built without CUDA).*" "$out" | head -1)"
+      echo "skipped: $(grep -Eo "($no_gpu).*" "$out" | head -1)"
       exit 77
     fi
     exit $rc ;;

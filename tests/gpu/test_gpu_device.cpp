@@ -3,6 +3,7 @@
 // CUDA-pinned allocator, device memory bounds, a real CUDA error, and the session's GPU
 // pipeline (GPU -> pinned staging -> file and back) on a real file with libaio.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
@@ -35,6 +36,19 @@ TEST(GpuDevice, StagingPinnedMemoryIsCudaHostAlloced) {
   EXPECT_TRUE(memory.locked());
 }
 
+TEST(GpuDevice, DeviceViewsMustPointAtMemoryOfTheirGpu) {
+  REQUIRE_GPU();
+  DeviceMemory gpu(0, 4096);
+  std::vector<std::byte> host(4096);
+  EXPECT_NO_THROW(check_device_pointer(gpu.data(), 4096, 0, "view"));
+  try {
+    check_device_pointer(host.data(), 4096, 0, "view");
+    ADD_FAILURE() << "no exception";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not memory of cuda:0"), std::string::npos) << e.what();
+  }
+}
+
 TEST(GpuDevice, StagerRoundTripsAnySizeThroughPinnedAndPageableMemory) {
   REQUIRE_GPU();
   use_cuda_host_memory(0);
@@ -54,6 +68,13 @@ TEST(GpuDevice, StagerRoundTripsAnySizeThroughPinnedAndPageableMemory) {
     stager.to_host_async(pinned.bytes().subspan(half), gpu.data() + half);
     stager.wait();
     EXPECT_EQ(std::memcmp(pageable.data(), pinned.data(), size), 0) << size;
+    gpu.zero();
+    stager.to_device_async(gpu.data(), pinned.bytes().first(half));
+    stager.to_device_async(gpu.data() + half, pinned.bytes().subspan(half));
+    stager.wait();
+    std::vector<std::byte> back(size);
+    gpu.copy_to_host(0, back);
+    EXPECT_EQ(std::memcmp(back.data(), pinned.data(), size), 0) << size;
   }
 }
 
@@ -91,7 +112,10 @@ TEST(GpuDevice, GpuToFileAndBackThroughStagingBuffers) {
   {
     constexpr std::size_t kSize = 96 << 20, kBuffer = 4 << 20;
     SwapFile file = SwapFile::create((dir / "f.swp").string(), kSize, DirectMode::automatic);
-    auto engine = make_engine("libaio", AioConfig{});
+    std::string backend = "posix";
+    for (const auto& info : engine_infos())
+      if (info.name == "libaio" && info.available) backend = "libaio";
+    auto engine = make_engine(backend, AioConfig{});
     PinnedAllocation staging(4 * kBuffer);
     std::vector<TensorView> views;
     for (int i = 0; i < 4; ++i) views.push_back({staging.data() + i * kBuffer, kBuffer, DType::u8, Device::cpu()});

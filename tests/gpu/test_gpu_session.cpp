@@ -129,6 +129,7 @@ TEST(GpuSession, DeviceTensorsRoundTripWithChecksumsPrefetchAndCommit) {
 TEST(GpuSession, NcclAllGatherRebuildsShardedTensorsOnEveryGpu) {
   REQUIRE_GPU();
   const Topology topo = Topology::discover(MPI_COMM_WORLD, NodeKey::parse("shared"), {"."});
+  if (!device::nccl_built()) GTEST_SKIP() << "swapcoord was built without NCCL";
   if (!all_ranks(topo.local_size() <= device::visible_device_count()))
     GTEST_SKIP() << "NCCL needs one GPU per rank: " << topo.local_size() << " ranks on a node with "
                  << device::visible_device_count() << " GPU(s)";
@@ -164,6 +165,7 @@ TEST(GpuSession, NcclAllGatherRebuildsShardedTensorsOnEveryGpu) {
 TEST(GpuSession, NcclRefusesTwoRanksOnOneGpuNamingBoth) {
   REQUIRE_GPU();
   const Topology topo = Topology::discover(MPI_COMM_WORLD, NodeKey::parse("shared"), {"."});
+  if (!device::nccl_built()) GTEST_SKIP() << "swapcoord was built without NCCL";
   if (!all_ranks(topo.local_size() > device::visible_device_count()))
     GTEST_SKIP() << "every rank has a GPU of its own";
   const int gpu = device::device_for_local_rank(topo.local_rank(), "test");

@@ -93,12 +93,15 @@ class DeviceMemory {
   std::byte* _data = nullptr;
   std::size_t _bytes = 0;
   int _device = -1;
+  void release() noexcept;
 };
 
 // Copies between device memory and (pinned) host memory on one CUDA stream of `device`,
 // waiting on an event recorded after each copy: only that copy is waited for, never the
 // whole device. Pinned host memory gives asynchronous DMA; pageable memory works too
-// (CUDA stages it). Usable from any thread, one thread at a time.
+// (CUDA stages it). Usable from any thread, one thread at a time. The stream is a blocking
+// one: it runs after the work queued on the legacy default stream; work the caller queued
+// on other streams that writes or reads the memory must be done before a copy starts.
 class DeviceStager {
  public:
   explicit DeviceStager(int device);
@@ -120,11 +123,19 @@ class DeviceStager {
   struct Impl;
 
  private:
+  Impl& impl() const;  // Error after a move
   std::unique_ptr<Impl> _impl;
 };
 
+// Throws Error "<what>: <pointer> is <kind> memory, not memory of cuda:<device>" unless
+// [pointer, pointer + bytes) is device (or managed) memory of `device`.
+void check_device_pointer(const void* pointer, std::size_t bytes, int device, const std::string& what);
+
 // "rank N@host" of this process when MPI is initialised, "host" otherwise (for messages).
+// The rank is read once, on a thread that may call MPI (the constructors here call
+// remember_rank()), so that errors raised on other threads name it too.
 std::string who();
+void remember_rank() noexcept;
 
 }  // namespace device
 }  // namespace swapcoord
