@@ -114,7 +114,10 @@ void* cuda_host_allocate(std::size_t bytes, std::string& error) {
   return nullptr;
 }
 
-void cuda_host_release(void* data) noexcept { (void)cudaFreeHost(data); }
+void cuda_host_release(void* data) noexcept {
+  DeviceGuard guard(host_memory_device, std::nothrow);  // no context made on a thread that had none
+  (void)cudaFreeHost(data);
+}
 
 constexpr HostAllocator kCudaHostAllocator{"cudaHostAlloc", &cuda_host_allocate, &cuda_host_release};
 
@@ -317,6 +320,8 @@ void DeviceStager::wait() { impl().wait(); }
 
 void check_device_pointer(const void* pointer, std::size_t bytes, int device, const std::string& what) {
   if (bytes == 0) return;
+  DeviceGuard guard(device, std::nothrow);  // the query may need a current context
+  if (!guard.ok()) throw Error(fmt::format("{}: cuda:{} cannot be made current", what, device));
   cudaPointerAttributes attributes{};
   const cudaError_t rc = cudaPointerGetAttributes(&attributes, pointer);
   if (rc != cudaSuccess) {

@@ -202,6 +202,14 @@ void NcclComm::allgather_tensor(std::span<const PlanPiece> pieces_in, std::size_
   if (problem.empty() && own != local.size())
     problem = fmt::format("{}: NCCL allgather_tensor: rank {} passes {} bytes but owns a shard of {}", who(), s.rank,
                           local.size(), own);
+  if (problem.empty()) {
+    try {  // NCCL would refuse host memory on this rank alone, the others waiting out the deadline
+      check_device_pointer(local.data(), local.size(), s.device, "NCCL allgather_tensor: the local piece");
+      check_device_pointer(full.data(), full.size(), s.device, "NCCL allgather_tensor: the output");
+    } catch (const Error& e) {
+      problem = fmt::format("{}: {}", who(), e.what());
+    }
+  }
   if (const auto [bad, message] = first_message(s.mpi.get(), problem); bad >= 0) throw Error(message);
   DeviceGuard guard(s.device);
   const std::string what = fmt::format("{} bytes of tensor {} in {} pieces, rank {} of {}", full.size(),

@@ -128,7 +128,8 @@ class DeviceStager {
 };
 
 // Throws Error "<what>: <pointer> is <kind> memory, not memory of cuda:<device>" unless
-// [pointer, pointer + bytes) is device (or managed) memory of `device`.
+// `pointer` is device (or managed) memory of `device` (its first byte is checked; bytes 0:
+// nothing is checked).
 void check_device_pointer(const void* pointer, std::size_t bytes, int device, const std::string& what);
 
 // "rank N@host" of this process when MPI is initialised, "host" otherwise (for messages).
