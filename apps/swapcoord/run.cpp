@@ -190,7 +190,8 @@ void Job::swap_in(int epoch, PhaseReport& report) {
 }
 
 void Job::allgather(int epoch, PhaseReport& report) {
-  // Every tensor, shard by shard: read this rank's shard, all-gather, check the whole.
+  // Every tensor, shard by shard: read this rank's shard, all-gather (NCCL on the GPU, MPI
+  // on the host), check the whole.
   const SwapPlan& plan = _session->plan();
   std::vector<std::vector<PlanPiece>> by_tensor(_tensors.size());
   for (const auto& p : plan.pieces) by_tensor[p.tensor].push_back(p);
@@ -198,52 +199,35 @@ void Job::allgather(int epoch, PhaseReport& report) {
   for (const auto& t : _tensors) largest = std::max(largest, t.size_bytes());
   std::vector<std::byte> full(on_gpu() ? 0 : largest), shard;
   std::vector<std::string> notes;
-  for (std::uint32_t t = 0; t < _tensors.size() && on_gpu(); ++t) {  // NCCL on GPU memory
+  for (std::uint32_t t = 0; t < _tensors.size(); ++t) {
     std::span<const std::byte> local;
     if (const PlanPiece* p = _session->local_piece(t)) {
-      const TensorView view{_arena.data() + _arena_offset[t], p->numel, _tensors[t].dtype, Device::cuda(_gpu)};
+      if (!on_gpu()) shard.resize(p->bytes);
+      const TensorView view = on_gpu() ? TensorView{_arena.data() + _arena_offset[t], p->numel, _tensors[t].dtype,
+                                                    Device::cuda(_gpu)}
+                                       : TensorView{shard.data(), p->numel, _tensors[t].dtype, Device::cpu()};
       _session->swap_in({&t, 1}, {&view, 1});
       local = {view.bytes(), view.size_bytes()};
     }
-    const std::span<std::byte> out(_gpu_full.data(), _tensors[t].size_bytes());
-    _nccl->allgather_tensor(by_tensor[t], element_size(t), local, out);
-    if (_config.check_values) {
+    std::span<std::byte> out(on_gpu() ? _gpu_full.data() : full.data(), _tensors[t].size_bytes());
+    if (on_gpu()) _nccl->allgather_tensor(by_tensor[t], element_size(t), local, out);
+    else allgather_tensor(_session->topology().world(), by_tensor[t], element_size(t), local, out);
+    report.bytes += out.size();
+    if (!_config.check_values) continue;
+    if (on_gpu()) {
       const auto host = host_scratch(out.size());
       _gpu_full.copy_to_host(0, host);
-      PlanPiece whole{};
-      whole.tensor = t;
-      whole.numel = _tensors[t].numel();
-      whole.bytes = _tensors[t].size_bytes();
-      std::optional<std::uint64_t> first;
-      const auto wrong = check_piece(whole, element_size(t), epoch, 0, host, first);
-      report.wrong += wrong;
-      if (wrong > 0 && notes.size() < 3)
-        notes.push_back(fmt::format("all-gathered '{}' element {} ({} wrong)", _tensors[t].name, *first, wrong));
+      out = host;
     }
-    report.bytes += out.size();
-  }
-  for (std::uint32_t t = 0; t < _tensors.size() && !on_gpu(); ++t) {
-    std::span<const std::byte> local;
-    if (const PlanPiece* p = _session->local_piece(t)) {
-      shard.resize(p->bytes);
-      const TensorView view{shard.data(), p->numel, _tensors[t].dtype, Device::cpu()};
-      _session->swap_in({&t, 1}, {&view, 1});
-      local = shard;
-    }
-    const std::span<std::byte> out(full.data(), _tensors[t].size_bytes());
-    allgather_tensor(_session->topology().world(), by_tensor[t], element_size(t), local, out);
-    if (_config.check_values) {
-      PlanPiece whole{};
-      whole.tensor = t;
-      whole.numel = _tensors[t].numel();
-      whole.bytes = _tensors[t].size_bytes();
-      std::optional<std::uint64_t> first;
-      const auto wrong = check_piece(whole, element_size(t), epoch, 0, out, first);
-      report.wrong += wrong;
-      if (wrong > 0 && notes.size() < 3)
-        notes.push_back(fmt::format("all-gathered '{}' element {} ({} wrong)", _tensors[t].name, *first, wrong));
-    }
-    report.bytes += out.size();
+    PlanPiece whole{};
+    whole.tensor = t;
+    whole.numel = _tensors[t].numel();
+    whole.bytes = _tensors[t].size_bytes();
+    std::optional<std::uint64_t> first;
+    const auto wrong = check_piece(whole, element_size(t), epoch, 0, out, first);
+    report.wrong += wrong;
+    if (wrong > 0 && notes.size() < 3)
+      notes.push_back(fmt::format("all-gathered '{}' element {} ({} wrong)", _tensors[t].name, *first, wrong));
   }
   if (!notes.empty()) report.message = _who + ": " + join(notes, "; ");
 }
