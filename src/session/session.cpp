@@ -236,6 +236,10 @@ struct PieceState {
 };
 
 constexpr std::uint64_t kNotPrefetched = ~std::uint64_t{0};
+// Bytes copied (or produced) and then hashed in one step on the swap path: small enough to
+// be hashed while still in the core's cache, so the checksum costs no second pass over
+// memory. Copies to and from a GPU go a staging chunk at a time instead.
+constexpr std::size_t kHashStep = 256 << 10;
 constexpr int kCatalogPartTag = 7801;  // on Impl::parts_comm
 
 // A rank's catalog rows on their way to rank 0: the buffer lives until the send is done.
@@ -411,8 +415,12 @@ struct SwapSession::Impl {
   int readable_slot(std::size_t li) const;
   SwapHandle post(std::function<SwapFigures()> work);
   void wait_all();
-  SwapFigures do_swap_out(std::vector<std::uint32_t> ids, FunctionRef<void(std::size_t, std::uint64_t, std::span<std::byte>)> fill);
-  SwapFigures do_swap_in(std::vector<std::uint32_t> ids, FunctionRef<void(std::size_t, std::uint64_t, std::span<const std::byte>)> drain);
+  // fill / drain move the bytes of location i at an offset; `step` bytes at most per call
+  // (kHashStep, or the whole staging chunk for device copies).
+  SwapFigures do_swap_out(std::vector<std::uint32_t> ids, FunctionRef<void(std::size_t, std::uint64_t, std::span<std::byte>)> fill,
+                          std::size_t step = kHashStep);
+  SwapFigures do_swap_in(std::vector<std::uint32_t> ids, FunctionRef<void(std::size_t, std::uint64_t, std::span<const std::byte>)> drain,
+                         std::size_t step = kHashStep);
   SwapFigures do_prefetch(std::vector<std::uint32_t> ids);
   void read_inherited(std::size_t li, FunctionRef<void(std::uint64_t, std::span<const std::byte>)> sink, std::uint64_t& bytes);
   void migrate(std::size_t li);
@@ -545,7 +553,8 @@ void SwapSession::Impl::wait_all() {
 }
 
 SwapFigures SwapSession::Impl::do_swap_out(std::vector<std::uint32_t> ids,
-                                           FunctionRef<void(std::size_t, std::uint64_t, std::span<std::byte>)> fill) {
+                                           FunctionRef<void(std::size_t, std::uint64_t, std::span<std::byte>)> fill,
+                                           std::size_t step) {
   const auto start = Clock::now();
   locations.clear();
   order.clear();
@@ -569,11 +578,14 @@ SwapFigures SwapSession::Impl::do_swap_out(std::vector<std::uint32_t> ids,
   digests.assign(ids.size(), 0);
   XXH64_state_t* h = hash.get();
   try {
-    swapper->write_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
+    swapper->write_stream(locations, [&](std::size_t i, std::uint64_t chunk_offset, std::span<std::byte> chunk) {
       const PlanPiece& p = mine[order[i]];
-      fill(i, offset, out);
-      if (offset == 0) XXH64_reset(h, 0);
-      if (offset < p.bytes) {
+      if (chunk_offset == 0) XXH64_reset(h, 0);
+      for (std::size_t k = 0; k < chunk.size(); k += step) {  // filled, then hashed while in cache
+        const auto out = chunk.subspan(k, std::min(step, chunk.size() - k));
+        const std::uint64_t offset = chunk_offset + k;
+        fill(i, offset, out);
+        if (offset >= p.bytes) continue;
         const auto data = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), p.bytes - offset));
         XXH64_update(h, out.data(), data);
         if (offset + data == p.bytes) digests[i] = XXH64_digest(h);
@@ -664,7 +676,8 @@ void SwapSession::Impl::read_inherited(std::size_t li, FunctionRef<void(std::uin
 }
 
 SwapFigures SwapSession::Impl::do_swap_in(std::vector<std::uint32_t> ids,
-                                          FunctionRef<void(std::size_t, std::uint64_t, std::span<const std::byte>)> drain) {
+                                          FunctionRef<void(std::size_t, std::uint64_t, std::span<const std::byte>)> drain,
+                                          std::size_t step) {
   const auto start = Clock::now();
   SwapFigures f;
   locations.clear();
@@ -697,17 +710,22 @@ SwapFigures SwapSession::Impl::do_swap_in(std::vector<std::uint32_t> ids,
   XXH64_state_t* h = hash.get();
   const bool verify = options.verify;
   if (!locations.empty()) {
-    swapper->read_stream(locations, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
+    swapper->read_stream(locations, [&](std::size_t i, std::uint64_t chunk_offset, std::span<const std::byte> chunk) {
       const std::size_t li = order[i];
       const PlanPiece& p = mine[li];
-      drain(index_of[i], offset, in);
-      if (!verify || offset >= p.bytes) return;
-      if (offset == 0) XXH64_reset(h, 0);
-      const auto data = static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), p.bytes - offset));
-      XXH64_update(h, in.data(), data);
-      if (offset + data == p.bytes) {
-        const auto got = XXH64_digest(h);
-        if (got != expected(li)) throw mismatch(li, got, locations[i].file->path());
+      if (!verify) return drain(index_of[i], chunk_offset, chunk);
+      if (chunk_offset == 0) XXH64_reset(h, 0);
+      for (std::size_t k = 0; k < chunk.size(); k += step) {  // drained, then hashed while in cache
+        const auto in = chunk.subspan(k, std::min(step, chunk.size() - k));
+        const std::uint64_t offset = chunk_offset + k;
+        drain(index_of[i], offset, in);
+        if (offset >= p.bytes) continue;
+        const auto data = static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), p.bytes - offset));
+        XXH64_update(h, in.data(), data);
+        if (offset + data == p.bytes) {
+          const auto got = XXH64_digest(h);
+          if (got != expected(li)) throw mismatch(li, got, locations[i].file->path());
+        }
       }
     });
     for (const auto& l : locations) f.bytes += l.bytes;
@@ -715,10 +733,15 @@ SwapFigures SwapSession::Impl::do_swap_in(std::vector<std::uint32_t> ids,
   for (const std::size_t i : from_prefetch) {
     const std::size_t li = local_index(ids[i]);
     const PlanPiece& p = mine[li];
-    const std::span<const std::byte> in(prefetch_area.data() + prefetched[li], p.aligned_bytes);
-    drain(i, 0, in);
+    const std::span<const std::byte> whole(prefetch_area.data() + prefetched[li], p.aligned_bytes);
+    if (verify) XXH64_reset(h, 0);
+    for (std::size_t k = 0; k < whole.size(); k += verify ? step : whole.size()) {
+      const auto in = whole.subspan(k, verify ? std::min(step, whole.size() - k) : whole.size());
+      drain(i, k, in);
+      if (verify && k < p.bytes) XXH64_update(h, in.data(), static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), p.bytes - k)));
+    }
     if (verify) {
-      const auto got = XXH64(in.data(), p.bytes, 0);
+      const auto got = XXH64_digest(h);
       if (got != expected(li)) throw mismatch(li, got, "the prefetched copy");
     }
     f.bytes += p.aligned_bytes;
@@ -1318,7 +1341,8 @@ SwapHandle SwapSession::swap_out_async(std::span<const std::uint32_t> ids, std::
   s.check_views(ids, views);
   std::vector<std::uint32_t> list(ids.begin(), ids.end());
   std::vector<TensorView> copy(views.begin(), views.end());
-  return s.post([&s, list = std::move(list), copy = std::move(copy)]() mutable {
+  const bool on_device = std::any_of(copy.begin(), copy.end(), [](const TensorView& v) { return !v.device.is_cpu(); });
+  return s.post([&s, on_device, list = std::move(list), copy = std::move(copy)]() mutable {
     return s.do_swap_out(list, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
       const TensorView& v = copy[i];
       const std::uint64_t size = v.size_bytes();
@@ -1326,7 +1350,7 @@ SwapHandle SwapSession::swap_out_async(std::span<const std::uint32_t> ids, std::
       if (data && v.device.is_cpu()) std::memcpy(out.data(), v.bytes() + offset, data);
       if (data && !v.device.is_cpu()) s.stager(v.device.index).to_host(out.first(data), v.bytes() + offset);
       std::memset(out.data() + data, 0, out.size() - data);
-    });
+    }, on_device ? ~std::size_t{0} : kHashStep);
   });
 }
 
@@ -1336,7 +1360,8 @@ SwapHandle SwapSession::swap_in_async(std::span<const std::uint32_t> ids, std::s
   s.check_views(ids, views);
   std::vector<std::uint32_t> list(ids.begin(), ids.end());
   std::vector<TensorView> copy(views.begin(), views.end());
-  return s.post([&s, list = std::move(list), copy = std::move(copy)]() mutable {
+  const bool on_device = std::any_of(copy.begin(), copy.end(), [](const TensorView& v) { return !v.device.is_cpu(); });
+  return s.post([&s, on_device, list = std::move(list), copy = std::move(copy)]() mutable {
     return s.do_swap_in(list, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
       const TensorView& v = copy[i];
       const std::uint64_t size = v.size_bytes();
@@ -1344,7 +1369,7 @@ SwapHandle SwapSession::swap_in_async(std::span<const std::uint32_t> ids, std::s
       const auto part = in.first(static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), size - offset)));
       if (v.device.is_cpu()) std::memcpy(v.bytes() + offset, part.data(), part.size());
       else s.stager(v.device.index).to_device(v.bytes() + offset, part);
-    });
+    }, on_device ? ~std::size_t{0} : kHashStep);
   });
 }
 
