@@ -94,9 +94,10 @@ double gbps(std::uint64_t bytes, Clock::duration elapsed) {
 
 }  // namespace
 
-void add_bench_command(CLI::App& app, BenchOptions& o) {
-  auto* cmd = app.add_subcommand("bench", "Measure swap-file write, write+fdatasync and read "
-                                          "throughput over a sweep of I/O settings");
+namespace {
+
+// The options `bench` and `tune` share: the file and the sweep.
+void add_sweep_options(CLI::App* cmd, BenchOptions& o) {
   cmd->add_option("--dir", o.dir, "Directory for the test file (on the device to measure)")
       ->capture_default_str();
   cmd->add_option("--size", o.size, "File size (e.g. 256M, 1G)")->capture_default_str();
@@ -116,12 +117,38 @@ void add_bench_command(CLI::App& app, BenchOptions& o) {
       ->capture_default_str();
   cmd->add_option("--json", o.json, "Also write all figures (and argv) to this JSON file");
   cmd->add_flag("--keep", o.keep, "Keep the test file");
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, BenchOptions& o) {
+  auto* cmd = app.add_subcommand("bench", "Measure swap-file write, write+fdatasync and read "
+                                          "throughput over a sweep of I/O settings");
+  add_sweep_options(cmd, o);
   cmd->add_option("--device", o.device, "cpu, or cuda: also measure GPU memory to file and back through "
                                         "pinned staging buffers (the session's path)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   cmd->add_option("--buffer-count", o.buffer_count, "--device cuda: pinned staging buffers")
       ->transform(decimal_integer(false))->capture_default_str();
   cmd->add_option("--buffer-size", o.buffer_size, "--device cuda: bytes per staging buffer")->capture_default_str();
+}
+
+void add_tune_command(CLI::App& app, BenchOptions& o) {
+  // A wider sweep than bench's by default: DeepSpeed's ds_nvme_tune's questions.
+  o.tune = true;
+  o.size = "256M";
+  o.backends = {"all"};
+  o.block_sizes = {"256k", "1M", "4M"};
+  o.queue_depths = {8, 32, 128};
+  o.threads = {1, 2};
+  o.iterations = 2;
+  auto* cmd = app.add_subcommand("tune", "Find the fastest I/O settings for a directory's device: sweep backend x "
+                                         "block size x queue depth x threads, print the table and the best as an "
+                                         "aio config section (swapcoord's ds_nvme_tune)");
+  add_sweep_options(cmd, o);
+  cmd->add_option("--write-config", o.write_config,
+                  "Also write the best settings as a config file ({\"aio\": {...}}) for swapcoord run --config "
+                  "or SessionOptions");
 }
 
 int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
@@ -190,7 +217,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
   if (gpu) stager.emplace(gpu_index);
 
   const std::string host = host_name();
-  std::printf("# swapcoord bench %s\n", SWAPCOORD_VERSION);
+  std::printf("# swapcoord %s %s\n", o.tune ? "tune" : "bench", SWAPCOORD_VERSION);
   std::printf("# command: %s\n", join(argv, " ").c_str());
   std::printf("# host: %s  pid: %d\n", host.c_str(), static_cast<int>(::getpid()));
   std::printf("# file: %s  size: %llu B (%s)  direct: %s", path.c_str(),
@@ -285,7 +312,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
     const auto now = Clock::now();
     if (now - started > std::chrono::seconds(3) && now - last_progress > std::chrono::seconds(2)) {
       const double elapsed = std::chrono::duration<double>(now - started).count();
-      std::fprintf(stderr, "swapcoord bench: %zu/%zu configurations, %.0f s elapsed, ~%.0f s left\n",
+      std::fprintf(stderr, "swapcoord %s: %zu/%zu configurations, %.0f s elapsed, ~%.0f s left\n", o.tune ? "tune" : "bench",
                    k + 1, configs.size(), elapsed, elapsed / static_cast<double>(k + 1) * static_cast<double>(configs.size() - k - 1));
       last_progress = now;
     }
@@ -312,6 +339,49 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
   }
   std::printf("#\n");
 
+  // tune: the settings with the least time for a swap-out (write+fdatasync) and a swap-in
+  // (read) of the same bytes, as a ready aio section.
+  nlohmann::json best_aio;
+  if (o.tune && total_wrong == 0) {
+    auto seconds = [&](const Point& p) { return 1 / p.write_sync.median() + 1 / p.read.median(); };
+    const auto best = std::min_element(points.begin(), points.end(),
+                                       [&](const Point& a, const Point& b) { return seconds(a) < seconds(b); });
+    const auto best_write = std::max_element(points.begin(), points.end(), [](const Point& a, const Point& b) {
+      return a.write_sync.median() < b.write_sync.median();
+    });
+    const auto best_read = std::max_element(points.begin(), points.end(), [](const Point& a, const Point& b) {
+      return a.read.median() < b.read.median();
+    });
+    auto describe = [](const Point& p) {
+      return fmt::format("{}, block_size {}, queue_depth {}, threads {}: write+sync {:.2f} GB/s, read {:.2f} GB/s",
+                         p.backend, format_size(p.block_size), p.queue_depth, p.threads, p.write_sync.median(),
+                         p.read.median());
+    };
+    best_aio = {{"backend", best->backend},
+                {"block_size", best->block_size},
+                {"queue_depth", best->queue_depth},
+                {"intra_op_parallelism", best->threads},
+                {"single_submit", o.single_submit},
+                {"overlap_events", !o.no_overlap_events}};
+    if (direct != DirectMode::automatic) best_aio["direct"] = std::string(to_string(direct));
+    std::printf("# Best for a swap-out (write+fdatasync) then a swap-in (read), by their total time:\n#   %s\n",
+                describe(*best).c_str());
+    std::printf("# Best write+sync: %s\n# Best read:       %s\n", describe(*best_write).c_str(),
+                describe(*best_read).c_str());
+    std::printf("# As a config section (swapcoord run --config, apply_config; DeepSpeed's ds_config.json takes "
+                "the same keys but backend):\n");
+    const std::string section = nlohmann::json{{"aio", best_aio}}.dump(2) + "\n";
+    std::printf("%s", section.c_str());
+    if (!o.write_config.empty()) {
+      try {
+        write_private_file(o.write_config, section);
+      } catch (const Error& e) {
+        throw Error(fmt::format("--write-config: {}", e.what()));
+      }
+      std::printf("# written to %s\n", o.write_config.c_str());
+    }
+  }
+
   if (!o.json.empty()) {
     nlohmann::json results = nlohmann::json::array();
     for (const auto& p : points)
@@ -324,13 +394,14 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
         results[i]["device_write_sync_gbps"] = points[i].device_write_sync.to_json();
         results[i]["device_read_gbps"] = points[i].device_read.to_json();
       }
-    const nlohmann::json doc{{"tool", "swapcoord bench"}, {"version", SWAPCOORD_VERSION},
+    nlohmann::json doc{{"tool", o.tune ? "swapcoord tune" : "swapcoord bench"}, {"version", SWAPCOORD_VERSION},
                              {"argv", argv}, {"host", host}, {"file", path},
                              {"size_bytes", size}, {"direct", file.direct()},
                              {"iterations", o.iterations}, {"single_submit", o.single_submit},
                              {"overlap_events", !o.no_overlap_events},
                              {"results", results}, {"wrong_bytes", total_wrong},
                              {"device", gpu ? device::describe_device(gpu_index) : std::string("cpu")}};
+    if (!best_aio.is_null()) doc["best"] = {{"aio", best_aio}};
     try {
       write_private_file(o.json, doc.dump(2) + "\n");
     } catch (const Error& e) {

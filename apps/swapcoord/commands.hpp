@@ -26,9 +26,13 @@ struct BenchOptions {
   std::string device = "cpu";       // cuda: also device-to-file and file-to-device through staging
   std::size_t buffer_count = 4;     // --device cuda: pinned staging buffers
   std::string buffer_size = "16M";  // ... of this size each
+  bool tune = false;                // `swapcoord tune`: pick the best and print it as an aio section
+  std::string write_config;         // tune: also write that section to this file
 };
 
 void add_bench_command(CLI::App& app, BenchOptions& options);
+// `swapcoord tune`: bench's sweep with wider defaults, then the best settings.
+void add_tune_command(CLI::App& app, BenchOptions& options);
 // Returns the exit code (kExitOk, kExitWrongData); throws on errors.
 int run_bench(const BenchOptions& options, const std::vector<std::string>& argv);
 

@@ -1,5 +1,5 @@
 // swapcoord: one executable, one subcommand per job: `run` (the main job, under mpirun)
-// `verify` and `inspect` (catalogs), and `bench`.
+// `verify` and `inspect` (catalogs), `bench` and `tune`.
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
 
   app::BenchOptions bench;
   app::add_bench_command(app, bench);
+  app::BenchOptions tune;
+  app::add_tune_command(app, tune);
   const auto run = app::add_run_command(app);
   const auto verify = app::add_verify_command(app);
   const auto inspect = app::add_inspect_command(app);
@@ -40,7 +42,7 @@ int main(int argc, char** argv) {
     // `swapcoord frobnicate`: CLI11 would say only "A subcommand is required".
     if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr && app.get_subcommands().empty() &&
         !app.remaining().empty()) {
-      std::fprintf(stderr, "unknown subcommand '%s' (known: run, verify, inspect, bench)\n",
+      std::fprintf(stderr, "unknown subcommand '%s' (known: run, verify, inspect, bench, tune)\n",
                    app.remaining().front().c_str());
       return app::kExitError;
     }
@@ -50,6 +52,7 @@ int main(int argc, char** argv) {
   try {
     log::set_level(log::parse_level(sub_level.empty() ? level : sub_level));
     if (app.got_subcommand("bench")) return app::run_bench(bench, args);
+    if (app.got_subcommand("tune")) return app::run_bench(tune, args);
     if (app.got_subcommand("run")) return app::run_job(*run, args);
     if (app.got_subcommand("verify")) return app::run_verify(*verify, args);
     if (app.got_subcommand("inspect")) return app::run_inspect(*inspect);
