@@ -510,6 +510,7 @@ void SwapSession::Impl::ensure_files(int slot) {
   made.reserve(file_count);
   std::map<std::string, std::pair<UniqueFd, bool>> dirs;  // rank directory -> (open, holds a new file)
   std::vector<std::string> created;                       // files this call made (removed if it fails)
+  std::vector<unsigned char> fresh(file_count, 0);         // ... by index
   try {
     for (std::size_t k = 0; k < file_count; ++k) {
       const PlanFile& f = plan.files[first_file + k];
@@ -524,6 +525,7 @@ void SwapSession::Impl::ensure_files(int slot) {
       struct stat st {};
       const bool existed = ::lstat(path.c_str(), &st) == 0;
       if (!existed) created.push_back(path);
+      fresh[k] = !existed;
       made.push_back(SwapFile::create(path, f.size_bytes, options.aio.direct));
       if (::fchmod(made.back().fd(), 0600) != 0) throw SystemError(fmt::format("cannot chmod 0600 '{}'", path), errno);
       if (!existed) dir->second.second = true;
@@ -537,7 +539,8 @@ void SwapSession::Impl::ensure_files(int slot) {
     throw;
   }
   out = std::move(made);
-  dirty[static_cast<std::size_t>(slot)].assign(file_count, 0);
+  // A new file's allocation is made durable by the next commit, with the files written.
+  dirty[static_cast<std::size_t>(slot)] = std::move(fresh);
 }
 
 SwapHandle SwapSession::Impl::post(std::function<SwapFigures()> work) {
@@ -1289,11 +1292,11 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
   }
   collectively(s->world(), s->who, [&] {
     if (s->resumed) s->check_resumed_files();
-    // The files that hold committed pieces (a resumed file keeps its data: same size, no
-    // truncation). The other slots' files are created (preallocated) by the first
-    // swap-out into them, so that a full disk shows up in that swap-out.
-    for (const auto& st : s->states)
-      if (st.committed_slot >= 0) s->ensure_files(st.committed_slot);
+    // Every slot's files, now: a resumed file keeps its data (same size, no truncation);
+    // new ones are created and preallocated here, at set-up, so that the first swap-out
+    // into a slot does not pay for making its files (and a full disk shows up now, on
+    // every rank, rather than in some later swap-out).
+    for (int slot = 0; slot < o.slots; ++slot) s->ensure_files(slot);
     AioConfig aio = o.aio;
     aio.fsync = false;  // commit() syncs each written file once
     s->engine = make_engine(o.backend, aio);

@@ -645,24 +645,28 @@ TEST_F(SessionTest, AFailedFileCreationRemovesWhatItMade) {
   ASSERT_FALSE(dir.path().empty());
   SessionOptions o = options_in(dir.path(), Policy::balanced, Layout::file_per_tensor);
   o.roots = {dir.path() + "/root-a"};
-  SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+  std::vector<std::string> files;  // slot 0's, then slot 1's
+  {  // every slot's files are made at set-up, not by the first swap-out into the slot
+    SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+    files = s.local_files();
+    for (const auto& f : files) EXPECT_TRUE(std::filesystem::is_regular_file(f)) << f;
+    s.remove_files();
+  }
+  const bool planted = files.size() / 2 >= 2;
+  if (planted) std::filesystem::create_directories(files[1]);  // a directory where this rank's second file goes
+  if (!all_ranks(!planted)) {  // some rank planted one: the set-up fails on every rank
+    const std::string message =
+        expect_throw_on_all_ranks<Error>([&] { SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o); });
+    EXPECT_NE(message.find(".swp"), std::string::npos) << message;
+    if (planted) {
+      EXPECT_FALSE(std::filesystem::exists(files[0])) << files[0] << " was made by the failed set-up and left behind";
+      std::filesystem::remove(files[1]);
+    }
+  }
+  SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);  // once the way is clear, it works
   Memory m(s);
   m.fill(1);
-  const std::vector<std::string> files = s.local_files();  // slot 0's, then slot 1's
-  const std::size_t per_slot = files.size() / 2;
-  const bool planted = per_slot >= 2;
-  if (planted) {  // a directory where this rank's second file goes
-    std::filesystem::create_directories(files[1]);
-    try {
-      s.swap_out(m.ids, m.views);
-      ADD_FAILURE() << "the swap-out went through a directory";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(files[1]), std::string::npos) << e.what();
-    }
-    EXPECT_FALSE(std::filesystem::exists(files[0])) << files[0] << " was made by the failed call and left behind";
-    std::filesystem::remove(files[1]);
-  }
-  s.swap_out(m.ids, m.views);  // once the way is clear, it works
+  s.swap_out(m.ids, m.views);
   s.commit();
   EXPECT_EQ(s.verify().mismatches, 0u);
   s.remove_files();
