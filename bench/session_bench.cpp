@@ -8,7 +8,7 @@
 //            "swap-out+commit"), then swap_in of every tensor ("swap-in"), with the
 //            session's checksums on (swap.verify) and two slots, as a training job runs it
 // Each timed operation starts after a barrier and ends at the slowest rank (MPI_MAX of the
-// rank's seconds); GB/s = all ranks' bytes / that time / 1e9. Two session rounds run
+// rank's seconds; both waited for without spinning); GB/s = all ranks' bytes / that time / 1e9. Two session rounds run
 // before the timed ones, so both slots' files exist; they are reported apart, as the first
 // swap-out+commit into each slot. Prints every round, the medians and the ratios
 // session / engine.
@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -53,15 +54,25 @@ double median(std::vector<double> v) {
   return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+// Waits for a non-blocking MPI call without spinning: a rank that is done must not take a
+// core from a rank still copying and hashing (Open MPI busy-polls in blocking calls).
+void wait_politely(MPI_Request& request) {
+  for (int done = 0; MPI_Test(&request, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done;)
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+}
+
 // Runs `op` on every rank after a barrier; the slowest rank's seconds.
 template <class F>
 double timed(F&& op) {
-  MPI_Barrier(MPI_COMM_WORLD);
+  MPI_Request request;
+  MPI_Ibarrier(MPI_COMM_WORLD, &request);
+  wait_politely(request);
   const auto start = Clock::now();
   op();
-  double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  MPI_Allreduce(MPI_IN_PLACE, &seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return seconds;
+  double seconds = std::chrono::duration<double>(Clock::now() - start).count(), slowest = 0;
+  MPI_Iallreduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD, &request);
+  wait_politely(request);
+  return slowest;
 }
 
 int run(const Options& o) {
@@ -99,7 +110,7 @@ int run(const Options& o) {
   for (std::size_t i = 0; i < count * static_cast<std::size_t>(size); ++i)
     tensors.push_back({"t" + std::to_string(i), {tensor_bytes / 4}, DType::f32});
   SessionOptions options;
-  options.roots = {root + "/roots/rank-" + std::to_string(rank)};
+  options.roots = {root + "/roots"};
   options.catalog_dir = root + "/catalog";
   options.job = "bench";
   options.backend = o.backend;
