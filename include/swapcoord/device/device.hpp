@@ -21,28 +21,27 @@
 
 namespace swapcoord {
 
-class CudaError : public Error {
+// A failed call of a device library: the call's name and the library's error code.
+class DeviceCallError : public Error {
  public:
-  CudaError(const std::string& message, std::string call, int code)
+  DeviceCallError(const std::string& message, std::string call, int code)
       : Error(message), _call(std::move(call)), _code(code) {}
-  const std::string& call() const noexcept { return _call; }  // e.g. "cudaMemcpyAsync"
-  int code() const noexcept { return _code; }                   // the cudaError_t value
+  const std::string& call() const noexcept { return _call; }  // e.g. "cudaMemcpyAsync", "ncclGroupEnd"
+  int code() const noexcept { return _code; }                   // the cudaError_t / ncclResult_t value
 
  private:
   std::string _call;
   int _code;
 };
 
-class NcclError : public Error {
+class CudaError : public DeviceCallError {
  public:
-  NcclError(const std::string& message, std::string call, int code)
-      : Error(message), _call(std::move(call)), _code(code) {}
-  const std::string& call() const noexcept { return _call; }  // e.g. "ncclGroupEnd"
-  int code() const noexcept { return _code; }                   // the ncclResult_t value
+  using DeviceCallError::DeviceCallError;
+};
 
- private:
-  std::string _call;
-  int _code;
+class NcclError : public DeviceCallError {
+ public:
+  using DeviceCallError::DeviceCallError;
 };
 
 namespace device {
