@@ -6,8 +6,8 @@
 # the jobs it starts see only their node's root, as with node-local NVMe on a cluster; the
 # output and catalog directories stay shared. Submits slurm/swapcoord.sbatch for 2 nodes x
 # 2 tasks, checks the job's JSON, where its files and catalog went, runs a small scaling
-# sweep and slurm/collect_scaling, then stops every daemon it started (by pid) and removes
-# its files, also on failure.
+# sweep (strong and weak, 2 repeats, the bench ceiling) and slurm/collect_scaling, then stops
+# every daemon it started (by pid) and removes its files, also on failure.
 #
 # usage: slurm_cluster.sh SWAPCOORD_BIN
 # exit: 0 pass, 1 fail, 77 skip (the daemons cannot start here, or mount namespaces are not
@@ -306,41 +306,65 @@ submit_2x2 mpirun SWAPCOORD_LAUNCHER=mpirun SWAPCOORD_MPIRUN_ARGS="--mca btl sel
 # directories (with one TmpFS both steps make the same spmix_appdir_<uid>_<job>.<step>).
 submit_2x2 srun-pmix SWAPCOORD_LAUNCHER=srun SWAPCOORD_SRUN_MPI=pmix OMPI_MCA_btl=self,tcp
 
-# --- a small scaling sweep (1x1, 1x2, 2x1, 2x2) and collect_scaling -------------------
+# --- a scaling sweep and collect_scaling --------------------------------------------------
+# Strong and weak (-m both) at 1x1, 1x2, 2x1, 2x2, each twice (-k 2), and the bench job that
+# measures each node's raw ceiling: 17 jobs.
 t0=$SECONDS
 sweep=$T/sweep
 export SWAPCOORD_STEPS=1
-SWAPCOORD_LAUNCHER=mpirun SWAPCOORD_MPIRUN_ARGS="--mca btl self,tcp" \
-  "$slurm_dir/submit_scaling.sh" -n "1 2" -r "1 2" -o "$sweep" -- --time=10 --exclusive \
+SWAPCOORD_LAUNCHER=mpirun SWAPCOORD_MPIRUN_ARGS="--mca btl self,tcp" SWAPCOORD_BENCH_SIZE=8M \
+  "$slurm_dir/submit_scaling.sh" -m both -k 2 -n "1 2" -r "1 2" -o "$sweep" -- --time=10 --exclusive \
   >"$T/out/submit.txt" 2>&1 || { cat "$T/out/submit.txt"; fail "submit_scaling.sh failed"; }
-while read -r id n r _; do
+"$python" - "$sweep/jobs.txt" <<'PY' || { cat "$sweep/jobs.txt"; fail "jobs.txt does not list the sweep's jobs"; }
+import sys
+jobs = [line.split() for line in open(sys.argv[1]) if line.strip() and not line.startswith("#")]
+got = [(f[5], int(f[1]), int(f[2]), int(f[6])) for f in jobs]
+want = [("bench", 2, 1, 1)] + [(m, n, r, k) for k in (1, 2) for m in ("strong", "weak") for n in (1, 2) for r in (1, 2)]
+assert got == want, got
+PY
+while read -r id n r _ _ mode k; do
   case "$id" in ''|\#*) continue ;; esac
   state=$(wait_job "$id" 300)
-  echo "sweep job $id ($n nodes x $r ranks): $state"
+  echo "sweep job $id ($mode, $n nodes x $r ranks, repeat $k): $state"
   if [ "$state" != COMPLETED ]; then
     cat "$sweep/slurm-$id.log" 2>/dev/null
     fail "sweep job $id ended $state"
   fi
 done <"$sweep/jobs.txt"
-[ "$(wc -l <"$sweep/jobs.txt")" = 4 ] || fail "submit_scaling.sh submitted $(wc -l <"$sweep/jobs.txt") jobs, not 4"
-echo "sweep of 4 jobs: $((SECONDS - t0)) s"
+bench_id=$(awk '$6 == "bench" { print $1 }' "$sweep/jobs.txt")
+for n in node1 node2; do
+  [ -s "$sweep/$bench_id.bench-$n.json" ] || fail "the bench job $bench_id wrote no $sweep/$bench_id.bench-$n.json"
+done
+echo "sweep of 17 jobs: $((SECONDS - t0)) s"
 "$python" "$slurm_dir/collect_scaling" "$sweep" || fail "collect_scaling failed"
-csv=$sweep/scaling.csv
-rows=$(($(wc -l <"$csv") - 1))
-[ "$rows" = 4 ] || { cat "$csv"; fail "$csv has $rows rows, not 4"; }
-cat "$csv"
-"$python" - "$csv" <<'PY' || fail "$csv does not hold the sweep's points"
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-points = sorted((int(r["nodes"]), int(r["ranks_per_node"])) for r in rows)
-assert points == [(1, 1), (1, 2), (2, 1), (2, 2)], points
+"$python" - "$sweep" <<'PY' || { cat "$sweep/scaling.csv" "$sweep/scaling_summary.csv"; fail "the CSVs do not hold the sweep's points"; }
+import csv, math, sys
+sweep = sys.argv[1]
+rows = list(csv.DictReader(open(f"{sweep}/scaling.csv")))
+for col in ("mode", "repeat", "scale", "bytes_per_rank", "swap_out_imbalance", "plan_imbalance"):
+    assert col in rows[0], f"no column {col}"
+got = sorted((r["mode"], int(r["nodes"]), int(r["ranks_per_node"]), int(r["repeat"])) for r in rows)
+assert got == sorted((m, n, p, k) for m in ("strong", "weak") for n in (1, 2) for p in (1, 2) for k in (1, 2)), got
 for r in rows:
     assert int(r["ranks"]) == int(r["nodes"]) * int(r["ranks_per_node"]), r
     assert float(r["swap_out_gbps"]) > 0 and float(r["swap_in_gbps"]) > 0, r
     assert int(r["bytes"]) > 0 and int(r["wrong"]) == 0, r
+    # strong: the model as given; weak: its scale grown with sqrt(ranks)
+    want = 0.05 * (math.sqrt(int(r["ranks"])) if r["mode"] == "weak" else 1)
+    assert abs(float(r["scale"]) - want) < 1e-4, (want, r)
+points = list(csv.DictReader(open(f"{sweep}/scaling_summary.csv")))
+assert len(points) == 8, len(points)
+for p in points:
+    assert p["repeats"] == "2" and p["baseline"] == "1x1" and p["bench_nodes"] == "2", p
+    assert float(p["swap_out_gbps_min"]) <= float(p["swap_out_gbps_median"]) <= float(p["swap_out_gbps_max"]), p
+    assert float(p["swap_in_efficiency_median"]) > 0 and float(p["commit_s_median"]) > 0, p
+    assert float(p["ceiling_write_sync_gbps"]) > 0 and float(p["ceiling_read_gbps"]) > 0, p
+print(f"scaling.csv: {len(rows)} rows (strong and weak, 2 repeats); scaling_summary.csv: {len(points)} points "
+      "with the bench ceiling of 2 nodes")
 PY
 [ -z "$(ls -A "$T/nvme")" ] || fail "after the sweep, the shared root path $T/nvme is not empty: $(ls -A "$T/nvme")"
-for png in aggregate_vs_ranks aggregate_vs_nodes per_rank_vs_ranks per_rank_vs_nodes; do
+for png in aggregate_vs_ranks aggregate_vs_nodes per_rank_vs_ranks per_rank_vs_nodes efficiency_vs_ranks \
+           commit_vs_ranks imbalance_vs_ranks; do
   [ -s "$sweep/$png.png" ] || fail "no plot $sweep/$png.png"
 done
 # A malformed sweep directory is a clear error (exit 2), not a traceback.
