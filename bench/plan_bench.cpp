@@ -2,7 +2,9 @@
 // resume, so it must stay cheap at scale. The job here: 4,096 ranks on 512 nodes (8 per
 // node, 2 swap roots each), tensors of 1 KiB to 64 MiB drawn log-uniformly from a fixed
 // seed, half f16 and half f32. Balanced and round-robin plan 1,000,000 tensors; sharded
-// plans 10,000 (it makes up to world_size pieces per tensor, ~9 million here).
+// plans 10,000 (up to world_size pieces per tensor at or above the shard threshold, ~11
+// million in all). Each plan is rank 2049's, as a session makes it; bench_plan_memory
+// measures the memory of the same plans.
 // Run: build/bench/bench_plan [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
@@ -21,6 +23,7 @@ using namespace swapcoord;
 constexpr int kNodes = 512;
 constexpr int kRanksPerNode = 8;
 constexpr int kRootsPerNode = 2;
+constexpr int kRank = 2049;  // whose plan (its pieces) each rank makes
 
 // Log-uniform sizes in [1 KiB, 64 MiB] (raw engine output only, so every standard
 // library makes the same list), 1-D or 2-D shapes, names like a model's.
@@ -63,7 +66,7 @@ void BM_MakePlan(benchmark::State& state, Policy policy, Layout layout, std::siz
   std::size_t pieces = 0;
   double imbalance = 0;
   for (auto _ : state) {
-    SwapPlan plan = make_plan(tensors, topology(), options);
+    SwapPlan plan = make_plan(tensors, topology(), options, kRank);
     pieces = plan.pieces.size();
     imbalance = plan.rank_imbalance();
     benchmark::DoNotOptimize(plan.pieces.data());
@@ -71,7 +74,7 @@ void BM_MakePlan(benchmark::State& state, Policy policy, Layout layout, std::siz
   state.counters["tensors"] = static_cast<double>(tensors.size());
   state.counters["pieces"] = static_cast<double>(pieces);
   state.counters["imbalance"] = imbalance;
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * pieces));
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * tensors.size()));
 }
 BENCHMARK_CAPTURE(BM_MakePlan, balanced_slab_1M, Policy::balanced, Layout::slab, 1'000'000)
     ->Unit(benchmark::kMillisecond);
@@ -83,15 +86,26 @@ BENCHMARK_CAPTURE(BM_MakePlan, round_robin_slab_1M, Policy::round_robin, Layout:
 BENCHMARK_CAPTURE(BM_MakePlan, sharded_slab_10k, Policy::sharded, Layout::slab, 10'000)
     ->Unit(benchmark::kMillisecond);
 
-// What every rank hashes to compare plans: 1,000,000 pieces (balanced) and the ~9 million
-// pieces of the sharded plan.
+// What every rank hashes to compare plans: the job-wide part (a placement per tensor and
+// a few figures per rank), not the pieces.
 void BM_Fingerprint(benchmark::State& state, Policy policy, std::size_t count) {
   const auto& tensors = count == 10'000 ? tensors_10k() : tensors_1m();
-  const SwapPlan plan = make_plan(tensors, topology(), {policy});
+  const SwapPlan plan = make_plan(tensors, topology(), {policy}, kRank);
   for (auto _ : state) benchmark::DoNotOptimize(plan.fingerprint());
-  state.counters["pieces"] = static_cast<double>(plan.pieces.size());
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * plan.pieces.size()));
+  state.counters["tensors"] = static_cast<double>(tensors.size());
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * tensors.size()));
 }
+
+// Another rank's pieces, on demand (resume, verify): O(tensors).
+void BM_ComputePieces(benchmark::State& state, Policy policy, std::size_t count) {
+  const auto& tensors = count == 10'000 ? tensors_10k() : tensors_1m();
+  const SwapPlan plan = make_plan(tensors, topology(), {policy}, kRank);
+  std::size_t pieces = 0;
+  for (auto _ : state) pieces = plan.compute_pieces(7, tensors).size();
+  state.counters["pieces"] = static_cast<double>(pieces);
+}
+BENCHMARK_CAPTURE(BM_ComputePieces, balanced_1M, Policy::balanced, 1'000'000)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_ComputePieces, sharded_10k, Policy::sharded, 10'000)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Fingerprint, balanced_1M, Policy::balanced, 1'000'000)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Fingerprint, sharded_10k, Policy::sharded, 10'000)

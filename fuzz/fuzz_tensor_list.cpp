@@ -9,6 +9,7 @@
 // on 2 nodes x 2 ranks (2 roots per node); a plan must account for every element of every
 // tensor, and every piece must lie inside its file at an aligned offset.
 // Clean outcomes: success or swapcoord::Error (fuzz_support.hpp).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -77,8 +78,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         options.layout = layout;
         const swapcoord::SwapPlan plan = swapcoord::make_plan(tensors, topology, options);
         check_plan(plan, tensors);
-        (void)plan.fingerprint();
         for (const auto& f : plan.files) (void)swapcoord::file_relative_path(f, "job", 1);
+        // Each rank's own plan is its part of the whole one, with the same fingerprint.
+        for (int r = 0; r < topology.world_size; ++r) {
+          const swapcoord::SwapPlan one = swapcoord::make_plan(tensors, topology, options, r);
+          const auto all = plan.pieces_of(r);
+          if (one.fingerprint() != plan.fingerprint() ||
+              !std::equal(one.pieces.begin(), one.pieces.end(), all.begin(), all.end()))
+            swapcoord::fuzz::finding(kTarget, fmt::format("make_plan: rank {}'s own plan differs from its part of the "
+                                                          "whole plan ({} and {} pieces)", r, one.pieces.size(), all.size()));
+        }
       });
     }
   }

@@ -193,8 +193,6 @@ void Job::allgather(int epoch, PhaseReport& report) {
   // Every tensor, shard by shard: read this rank's shard, all-gather (NCCL on the GPU, MPI
   // on the host), check the whole.
   const SwapPlan& plan = _session->plan();
-  std::vector<std::vector<PlanPiece>> by_tensor(_tensors.size());
-  for (const auto& p : plan.pieces) by_tensor[p.tensor].push_back(p);
   std::uint64_t largest = 0;
   for (const auto& t : _tensors) largest = std::max(largest, t.size_bytes());
   std::vector<std::byte> full(on_gpu() ? 0 : largest), shard;
@@ -210,8 +208,9 @@ void Job::allgather(int epoch, PhaseReport& report) {
       local = {view.bytes(), view.size_bytes()};
     }
     std::span<std::byte> out(on_gpu() ? _gpu_full.data() : full.data(), _tensors[t].size_bytes());
-    if (on_gpu()) _nccl->allgather_tensor(by_tensor[t], element_size(t), local, out);
-    else allgather_tensor(_session->topology().world(), by_tensor[t], element_size(t), local, out);
+    const std::vector<TensorShard> shards = plan.shards_of(t, _tensors[t]);
+    if (on_gpu()) _nccl->allgather_tensor(shards, element_size(t), local, out);
+    else allgather_tensor(_session->topology().world(), shards, element_size(t), local, out);
     report.bytes += out.size();
     if (!_config.check_values) continue;
     if (on_gpu()) {

@@ -77,6 +77,12 @@ void add_run_flags(CLI::App* cmd, RunCli& c) {
   flag(cmd->add_option("--policy", c.policy, "balanced, sharded or round-robin")
            ->default_str(std::string(to_string(s.plan.policy))),
        [](const RunCli& f, RunConfig& r) { r.session.plan.policy = parse_policy(f.policy); });
+  flag(cmd->add_option("--shard-threshold", c.shard_threshold,
+                       "Sharded policy: tensors smaller than this (e.g. 256K) are placed whole; 0 shards all")
+           ->default_str(size_text(s.plan.shard_threshold_bytes)),
+       [](const RunCli& f, RunConfig& r) {
+         r.session.plan.shard_threshold_bytes = parse_size(f.shard_threshold, "--shard-threshold");
+       });
   flag(cmd->add_option("--buffer-count", c.buffer_count, "Pinned staging buffers per rank")
            ->transform(decimal_integer(false))
            ->default_str(std::to_string(s.buffer_count)),

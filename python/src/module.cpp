@@ -228,19 +228,29 @@ PYBIND11_MODULE(_swapcoord, m) {
 
   // The partitioner, without MPI: what make_plan gives each rank for these tensors.
   m.def("plan_pieces", [](const std::vector<std::tuple<std::string, std::vector<std::uint64_t>, std::string>>& specs,
-                          int world_size, const std::string& policy, std::size_t alignment_bytes) {
+                          int world_size, const std::string& policy, std::size_t alignment_bytes,
+                          std::uint64_t shard_threshold) {
           std::vector<TensorSpec> tensors;
           for (const auto& [name, shape, dtype] : specs) tensors.push_back({name, shape, parse_dtype(dtype)});
           PlanOptions options;
           options.policy = parse_policy(policy);
           options.alignment_bytes = alignment_bytes;
+          options.shard_threshold_bytes = shard_threshold;
           const SwapPlan plan = make_plan(tensors, PlanTopology::uniform(1, world_size), options);
           std::vector<std::tuple<std::uint32_t, std::uint32_t, int, std::uint64_t, std::uint64_t>> out;
           for (const PlanPiece& p : plan.pieces) out.emplace_back(p.tensor, p.shard, p.owner, p.element_offset, p.numel);
           return out;
         },
         py::arg("tensors"), py::arg("world_size"), py::arg("policy"), py::arg("alignment_bytes") = kDefaultAlignmentBytes,
+        py::arg("shard_threshold") = kDefaultShardThresholdBytes,
         "(tensor, shard, owner, element_offset, numel) of every piece make_plan gives a job of world_size ranks");
+  // The sharded cut of one tensor (at or above the shard threshold): a pure function of its size.
+  m.def("shard_ranges", [](std::uint64_t numel, std::size_t element_size, int world_size, std::size_t alignment_bytes) {
+          return shard_ranges(numel, element_size, world_size, alignment_bytes);
+        },
+        py::arg("numel"), py::arg("element_size"), py::arg("world_size"), py::arg("alignment_bytes"),
+        "(element_offset, numel) of each rank's shard of a sharded tensor, world_size entries");
+  m.attr("default_shard_threshold") = kDefaultShardThresholdBytes;
   m.def("default_backend", [] { return std::string(default_engine_name()); });
   m.attr("default_alignment_bytes") = kDefaultAlignmentBytes;
 

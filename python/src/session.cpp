@@ -211,7 +211,9 @@ void bind_session(py::module_& m) {
            })
       .def("pieces", [](PySession& s) {
              py::list out;
-             for (const PlanPiece& p : s.session().plan().pieces) out.append(piece_tuple(p));
+             const SwapPlan& plan = s.session().plan();
+             for (int r = 0; r < plan.world_size; ++r)
+               for (const PlanPiece& p : plan.compute_pieces(r, s.session().tensors())) out.append(piece_tuple(p));
              return out;
            })
       .def("local_piece", [](PySession& s, std::uint32_t id) -> py::object {

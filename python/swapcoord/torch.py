@@ -61,6 +61,9 @@ class OptimizerSwapper:
             specs += [(f"exp_avg.{k}", [n], "float32"), (f"exp_avg_sq.{k}", [n], "float32"),
                       (f"master.{k}", [n], "float32")]
         session_options.setdefault("policy", "sharded")
+        # Every group is cut by shard_ranges (a group's master and its Adam state alike),
+        # also a group below the default threshold, which would be placed whole.
+        session_options.setdefault("shard_threshold", 0)
         # A mistake found here is raised by the session's creation on every rank (naming
         # this rank), so that no rank waits in it for one that gave up.
         problem = ""
@@ -69,6 +72,9 @@ class OptimizerSwapper:
             if session_options["policy"] != "sharded":
                 raise _swapcoord.ConfigError("OptimizerSwapper: the session's policy must be 'sharded' (one shard of "
                                              f"each group per rank), not '{session_options['policy']}'")
+            if session_options["shard_threshold"] not in (0, "0"):
+                raise _swapcoord.ConfigError("OptimizerSwapper: the session's shard_threshold must be 0 (every group "
+                                             f"cut by shard_ranges), not {session_options['shard_threshold']!r}")
         except _swapcoord.ConfigError as error:
             problem = str(error)
         self.session = Session._open(comm, specs, None, None, session_options, resume, problem)

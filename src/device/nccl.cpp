@@ -173,22 +173,22 @@ int NcclComm::rank() const noexcept { return _impl ? _impl->rank : -1; }
 int NcclComm::size() const noexcept { return _impl ? _impl->size : 0; }
 int NcclComm::device() const noexcept { return _impl ? _impl->device : -1; }
 
-void NcclComm::allgather_tensor(std::span<const PlanPiece> pieces_in, std::size_t element_size,
+void NcclComm::allgather_tensor(std::span<const TensorShard> pieces_in, std::size_t element_size,
                                 std::span<const std::byte> local, std::span<std::byte> full) {
   if (!_impl) throw Error("NcclComm: used after it was moved from");
   Impl& s = *_impl;
   if (s.broken)
     throw Error(fmt::format("{}: NCCL: the communicator failed earlier and was aborted; make a new one", who()));
   // Every rank must issue the grouped broadcasts in the same order: by owner.
-  std::vector<PlanPiece> pieces(pieces_in.begin(), pieces_in.end());
-  std::sort(pieces.begin(), pieces.end(), [](const PlanPiece& a, const PlanPiece& b) { return a.owner < b.owner; });
+  std::vector<TensorShard> pieces(pieces_in.begin(), pieces_in.end());
+  std::sort(pieces.begin(), pieces.end(), [](const TensorShard& a, const TensorShard& b) { return a.owner < b.owner; });
   // What is wrong on one rank is agreed on by all before any NCCL call (a rank that threw
   // alone would leave the others waiting in the collective).
   std::string problem;
   std::uint64_t own = 0;
   bool equal = static_cast<int>(pieces.size()) == s.size;
   for (std::size_t i = 0; i < pieces.size() && problem.empty(); ++i) {
-    const PlanPiece& p = pieces[i];
+    const TensorShard& p = pieces[i];
     const std::uint64_t offset = p.element_offset * element_size;
     if (p.owner < 0 || p.owner >= s.size || (i > 0 && pieces[i - 1].owner == p.owner))
       problem = fmt::format("{}: NCCL allgather_tensor: shard {} of tensor {} has owner {} (ranks 0-{}, one piece "

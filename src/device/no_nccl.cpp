@@ -17,7 +17,7 @@ NcclComm::~NcclComm() = default;
 int NcclComm::rank() const noexcept { return -1; }
 int NcclComm::size() const noexcept { return 0; }
 int NcclComm::device() const noexcept { return -1; }
-void NcclComm::allgather_tensor(std::span<const PlanPiece>, std::size_t, std::span<const std::byte>, std::span<std::byte>) {
+void NcclComm::allgather_tensor(std::span<const TensorShard>, std::size_t, std::span<const std::byte>, std::span<std::byte>) {
   throw Error("NCCL all-gather: swapcoord was built without NCCL");
 }
 

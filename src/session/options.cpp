@@ -77,7 +77,7 @@ constexpr const char* kAioKeys =
     "block_size, queue_depth, intra_op_parallelism, thread_count, single_submit, overlap_events, "
     "use_gds, direct, fsync, backend";
 constexpr const char* kSwapKeys =
-    "roots, catalog_dir, create_roots, overwrite, job, layout, policy, alignment, slots, buffer_count, "
+    "roots, catalog_dir, create_roots, overwrite, job, layout, policy, shard_threshold, alignment, slots, buffer_count, "
     "buffer_size, prefetch_bytes, pin_memory, verify, phase_timeout_s, node_key";
 
 template <std::size_t N>
@@ -237,6 +237,8 @@ void apply_swap(SessionOptions& o, const json& body, const Reader& r) {
       } catch (const ConfigError&) {
         r.fail(key, fmt::format("'{}' is not one of balanced, sharded, round-robin", text));
       }
+    } else if (name == "shard_threshold") {
+      o.plan.shard_threshold_bytes = r.size(value, key);
     } else if (name == "alignment") {
       o.plan.alignment_bytes = static_cast<std::size_t>(r.size(value, key));
     } else if (name == "slots") {
@@ -434,6 +436,7 @@ nlohmann::json SessionOptions::to_json() const {
             {"job", job},
             {"layout", std::string(to_string(plan.layout))},
             {"policy", std::string(to_string(plan.policy))},
+            {"shard_threshold", plan.shard_threshold_bytes},
             {"alignment", plan.alignment_bytes},
             {"slots", slots},
             {"buffer_count", buffer_count},

@@ -336,7 +336,7 @@ struct SwapSession::Impl {
   SwapPlan plan;
   std::span<const PlanPiece> mine;
   std::vector<std::int32_t> local_of_tensor;  // tensor id -> index into mine, or -1
-  std::size_t first_file = 0;                 // this rank's first file in plan.files
+  std::size_t first_file = 0;                 // index of plan.files[0] among all files of the plan
   std::size_t file_count = 0;
   std::string catalog_dir;
   int generation = 0;
@@ -390,7 +390,7 @@ struct SwapSession::Impl {
   MPI_Comm world() const { return topo->world(); }
   int physical_slot(int slot) const { return 2 * (generation % 2) + slot; }
   std::string file_path(std::size_t k, int slot) const {
-    const PlanFile& f = plan.files[first_file + k];
+    const PlanFile& f = plan.files[k];
     return (std::filesystem::path(absolute_path(topo->roots().at(static_cast<std::size_t>(f.root)))) /
             file_relative_path(f, options.job, physical_slot(slot)))
         .string();
@@ -513,7 +513,7 @@ void SwapSession::Impl::ensure_files(int slot) {
   std::vector<unsigned char> fresh(file_count, 0);         // ... by index
   try {
     for (std::size_t k = 0; k < file_count; ++k) {
-      const PlanFile& f = plan.files[first_file + k];
+      const PlanFile& f = plan.files[k];
       const std::string root = absolute_path(topo->roots().at(static_cast<std::size_t>(f.root)));
       const std::string relative_dir =
           std::filesystem::path(file_relative_path(f, options.job, physical_slot(slot))).parent_path().string();
@@ -859,7 +859,7 @@ void SwapSession::Impl::check_resumed_files() {
       if (used[static_cast<std::size_t>(slot)])
         for (std::size_t k = 0; k < file_count; ++k) {
           const std::string path = file_path(k, slot);
-          need(path, plan.files[first_file + k].size_bytes, [&](const std::string& why) {
+          need(path, plan.files[k].size_bytes, [&](const std::string& why) {
             return fmt::format("resume: catalog '{}/catalog.h5' needs '{}': {}", catalog_dir, path, why);
           });
         }
@@ -967,7 +967,7 @@ void lock_job(SwapSession::Impl& s) {
       s.locks.push_back(JobLock::acquire(s.catalog_dir, kCatalogLockName, 0,
                                          fmt::format("the catalog directory of job '{}'", s.options.job)));
     std::set<std::int32_t> roots;
-    for (std::size_t k = 0; k < s.file_count; ++k) roots.insert(s.plan.files[s.first_file + k].root);
+    for (std::size_t k = 0; k < s.file_count; ++k) roots.insert(s.plan.files[k].root);
     for (const std::int32_t i : roots) {
       const std::string root = absolute_path(s.topo->roots().at(static_cast<std::size_t>(i)));
       (void)open_private_subdirs(root, s.options.job, "swap files");
@@ -991,7 +991,7 @@ void check_free_space(const SwapSession::Impl& s) {
   const Topology& t = *s.topo;
   std::vector<std::uint64_t> need(t.roots().size(), 0);
   for (std::size_t k = 0; k < s.file_count; ++k) {
-    const PlanFile& f = s.plan.files[s.first_file + k];
+    const PlanFile& f = s.plan.files[k];
     for (int slot = 0; slot < s.options.slots; ++slot) {
       std::uint64_t held = 0;
       struct stat st {};
@@ -1236,7 +1236,7 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
     }
     s->topo->check_roots();
     for (const auto& root : s->topo->roots()) s->roots.push_back(absolute_path(root));
-    s->plan = make_plan(s->tensors, s->topo->plan_topology(), o.plan);
+    s->plan = make_plan(s->tensors, s->topo->plan_topology(), o.plan, s->topo->rank());
     check_plan_agreement(s->world(), s->plan.fingerprint());
   } catch (const MpiError&) {
     throw;
@@ -1249,10 +1249,8 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
   s->mine = s->plan.pieces_of(me);
   s->local_of_tensor.assign(s->tensors.size(), -1);
   for (std::size_t i = 0; i < s->mine.size(); ++i) s->local_of_tensor[s->mine[i].tensor] = static_cast<std::int32_t>(i);
-  const auto first = std::lower_bound(s->plan.files.begin(), s->plan.files.end(), me,
-                                      [](const PlanFile& f, int r) { return f.owner < r; });
-  s->first_file = static_cast<std::size_t>(first - s->plan.files.begin());
-  for (auto it = first; it != s->plan.files.end() && it->owner == me; ++it) ++s->file_count;
+  s->first_file = s->plan.file_base;
+  s->file_count = s->plan.files.size();
   s->prefetched.assign(s->mine.size(), kNotPrefetched);
   s->seen.assign(s->mine.size(), 0);
   s->states.assign(s->mine.size(), PieceState{});
@@ -1481,7 +1479,7 @@ int SwapSession::commit(std::string_view metadata) {
     for (std::size_t slot = 0; slot < 2; ++slot)
       if (used[slot])
         for (std::size_t k = 0; k < s.file_count; ++k) {
-          const PlanFile& f = s.plan.files[s.first_file + k];
+          const PlanFile& f = s.plan.files[k];
           part.files.push_back({file_relative_path(f, s.options.job, s.physical_slot(static_cast<int>(slot))),
                                 f.owner, f.root, f.size_bytes});
         }
@@ -1620,7 +1618,7 @@ void SwapSession::remove_files() {
   for (int g = 0; g < 2; ++g)
     for (int slot = 0; slot < 2; ++slot)
       for (std::size_t k = 0; k < s.file_count; ++k) {
-        const PlanFile& f = s.plan.files[s.first_file + k];
+        const PlanFile& f = s.plan.files[k];
         const auto path = std::filesystem::path(absolute_path(s.topo->roots().at(static_cast<std::size_t>(f.root)))) /
                           file_relative_path(f, s.options.job, 2 * g + slot);
         ::unlink(path.c_str());

@@ -145,9 +145,7 @@ TEST(GpuSession, NcclAllGatherRebuildsShardedTensorsOnEveryGpu) {
   std::map<std::uint32_t, std::size_t> index;
   for (std::size_t i = 0; i < gpu.ids.size(); ++i) index[gpu.ids[i]] = i;
   for (std::uint32_t t = 0; t < s.tensors().size(); ++t) {
-    std::vector<PlanPiece> pieces;
-    for (const auto& p : s.plan().pieces)
-      if (p.tensor == t) pieces.push_back(p);
+    const std::vector<TensorShard> pieces = s.plan().shards_of(t, s.tensors()[t]);
     const std::size_t bytes = s.tensors()[t].size_bytes();
     DeviceMemory full(gpu.gpu, bytes);
     std::span<const std::byte> local;

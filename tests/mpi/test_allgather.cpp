@@ -55,19 +55,18 @@ std::vector<TensorSpec> tensors() {
 }
 
 // The pieces of tensor `t` in `plan`.
-std::vector<PlanPiece> pieces_of_tensor(const SwapPlan& plan, std::uint32_t t) {
-  std::vector<PlanPiece> out;
-  for (const auto& piece : plan.pieces)
-    if (piece.tensor == t) out.push_back(piece);
-  return out;
+std::vector<TensorShard> pieces_of_tensor(const SwapPlan& plan, std::uint32_t t) {
+  return plan.shards_of(t, tensors()[t]);
 }
 
-// A sharded plan of tensors() on the topology of MPI_COMM_WORLD.
-SwapPlan sharded_plan(const Topology& topology, std::size_t alignment_bytes) {
+// A sharded plan of tensors() on the topology of MPI_COMM_WORLD, every tensor cut into
+// shards (threshold 0), or, `whole_below` > 0, the tensors smaller than it placed whole.
+SwapPlan sharded_plan(const Topology& topology, std::size_t alignment_bytes, std::uint64_t whole_below = 0) {
   PlanOptions options;
   options.policy = Policy::sharded;
   options.alignment_bytes = alignment_bytes;
-  return make_plan(tensors(), topology.plan_topology(), options);
+  options.shard_threshold_bytes = whole_below;
+  return make_plan(tensors(), topology.plan_topology(), options, topology.rank());
 }
 
 // Gathers every tensor of `plan` with this rank's shard filled by pattern(); checks every
@@ -83,12 +82,15 @@ void gather_and_check(const Topology& topology, const SwapPlan& plan, bool rever
     auto pieces = pieces_of_tensor(plan, t);
     if (reverse) std::reverse(pieces.begin(), pieces.end());
 
-    // The shards cover the tensor exactly once; shard r belongs to rank r.
+    // The shards cover the tensor exactly once; shard r belongs to rank r (a whole tensor:
+    // shard 0 of 1, on any rank).
     std::uint64_t covered = 0;
     for (const auto& piece : pieces) {
       covered += piece.bytes;
-      EXPECT_EQ(piece.owner, static_cast<int>(piece.shard));
-      EXPECT_EQ(piece.shard_count, static_cast<std::uint32_t>(size));
+      if (piece.shard_count > 1) {
+        EXPECT_EQ(piece.owner, static_cast<int>(piece.shard));
+        EXPECT_EQ(piece.shard_count, static_cast<std::uint32_t>(size));
+      }
       EXPECT_EQ(piece.bytes, piece.numel * element_size);
     }
     EXPECT_EQ(covered, total);
@@ -131,6 +133,16 @@ void gather_and_check(const Topology& topology, const SwapPlan& plan, bool rever
 TEST(AllgatherTensor, RebuildsEveryTensorOfAShardedPlan) {
   const Topology topology = Topology::discover(MPI_COMM_WORLD, NodeKey::parse("shared"), {"/swap/a"});
   gather_and_check(topology, sharded_plan(topology, 4096), false);
+}
+
+TEST(AllgatherTensor, TensorsBelowTheShardThresholdAreWholeOnOneRank) {
+  const Topology topology = Topology::discover(MPI_COMM_WORLD, NodeKey::parse("shared"), {"/swap/a"});
+  const SwapPlan plan = sharded_plan(topology, 4096, 20000);  // "large" (200000 bytes) is cut
+  for (std::uint32_t t = 0; t < tensors().size(); ++t)
+    if (t != 3 && tensors()[t].numel() > 0) {
+      EXPECT_EQ(pieces_of_tensor(plan, t).size(), 1u) << tensors()[t].name;
+    }
+  gather_and_check(topology, plan, false);
 }
 
 TEST(AllgatherTensor, PiecesInAnyOrder) {

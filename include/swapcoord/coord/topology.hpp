@@ -79,9 +79,10 @@ std::pair<int, std::string> first_message(MPI_Comm comm, const std::string& mess
 
 // Collective over the ranks that own shards of one tensor (all ranks of `comm` take part):
 // rebuilds the whole tensor in `full` on every rank from the shards in `pieces` (all
-// pieces of that tensor, any order; from a sharded plan). `local` holds this rank's
-// shard (the piece it owns; empty if none). Uses MPI_Allgatherv on host memory.
-void allgather_tensor(MPI_Comm comm, std::span<const PlanPiece> pieces, std::size_t element_size,
+// pieces of that tensor, any order, at most one per rank: SwapPlan::shards_of). `local`
+// holds this rank's shard (the piece it owns; empty if none). Uses MPI_Allgatherv on host
+// memory.
+void allgather_tensor(MPI_Comm comm, std::span<const TensorShard> pieces, std::size_t element_size,
                       std::span<const std::byte> local, std::span<std::byte> full);
 
 }  // namespace swapcoord

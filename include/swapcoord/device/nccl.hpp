@@ -39,12 +39,12 @@ class NcclComm {
   int device() const noexcept;
 
   // Collective: `pieces` are all the pieces of one tensor (the same on every rank, in any
-  // order; at most one per rank, as the plan makes them), `local` this rank's piece in device memory (empty when it
+  // order; at most one per rank: SwapPlan::shards_of), `local` this rank's piece in device memory (empty when it
   // owns none), `full` the whole tensor in device memory on this rank's GPU. Equal
   // shards in rank order go through ncclAllGather, anything else through grouped
   // ncclBroadcasts (an all-gather-v). Returns when `full` is complete on this rank.
   // A rank that passes a wrong size makes every rank throw Error naming it.
-  void allgather_tensor(std::span<const PlanPiece> pieces, std::size_t element_size,
+  void allgather_tensor(std::span<const TensorShard> pieces, std::size_t element_size,
                         std::span<const std::byte> local, std::span<std::byte> full);
 
   struct Impl;

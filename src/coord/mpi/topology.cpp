@@ -192,7 +192,7 @@ void check_plan_agreement(MPI_Comm comm, std::uint64_t fingerprint) {
   }
 }
 
-void allgather_tensor(MPI_Comm comm, std::span<const PlanPiece> pieces, std::size_t element_size,
+void allgather_tensor(MPI_Comm comm, std::span<const TensorShard> pieces, std::size_t element_size,
                       std::span<const std::byte> local, std::span<std::byte> full) {
   int size = 0, rank = 0;
   mpi_check(MPI_Comm_size(comm, &size), "MPI_Comm_size");
