@@ -133,7 +133,7 @@ TEST(ApplyConfig, EveryKeyOfSwapcoordsForm) {
             "backend": "posix"},
     "swap": {"roots": ["/nvme0", "/nvme1"], "catalog_dir": "/shared/cat", "create_roots": false,
              "overwrite": true, "job": "j1", "layout": "file-per-tensor", "slots": 1, "policy": "round-robin",
-             "alignment": 8192, "buffer_count": 6, "buffer_size": "1MiB", "prefetch_bytes": "64M",
+             "shard_threshold": "1M", "alignment": 8192, "buffer_count": 6, "buffer_size": "1MiB", "prefetch_bytes": "64M",
              "pin_memory": false, "verify": false, "phase_timeout_s": 12.5, "node_key": "env:NODE"},
     "run": {"anything": "the caller's"}
   })");
@@ -158,6 +158,8 @@ TEST(ApplyConfig, EveryKeyOfSwapcoordsForm) {
   EXPECT_EQ(o.slots, 1);
   EXPECT_EQ(o.plan.policy, Policy::round_robin);
   EXPECT_EQ(o.plan.alignment_bytes, 8192u);
+  EXPECT_EQ(o.plan.shard_threshold_bytes, 1u << 20);
+  EXPECT_EQ(o.to_json()["swap"]["shard_threshold"], 1u << 20);
   EXPECT_EQ(o.buffer_count, 6u);
   EXPECT_EQ(o.buffer_size, 1u << 20);
   EXPECT_EQ(o.prefetch_bytes, 64u << 20);
