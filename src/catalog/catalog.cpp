@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <hdf5.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,7 +13,7 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
-#include <map>
+#include <numeric>
 #include <memory>
 #include <optional>
 #include <span>
@@ -128,7 +129,18 @@ std::string read_string(const char* from, std::size_t size) {
 
 constexpr std::size_t kName = kCatalogNameBytes;
 
+// /tensors, one row per piece (version 2: the tensor's name and dtype are in /names).
 struct TensorRecord {
+  std::uint32_t id;
+  std::uint64_t numel, element_offset;
+  std::uint32_t shard, shard_count;
+  std::int32_t owner, node, root;
+  std::uint32_t file;
+  std::uint64_t offset, bytes, aligned_bytes, checksum;
+  std::int32_t epoch;
+};
+// /tensors of a version-1 catalog, which named every piece (read only).
+struct TensorRecordV1 {
   std::uint32_t id;
   char name[kName];
   char dtype[16];
@@ -138,6 +150,14 @@ struct TensorRecord {
   std::uint32_t file;
   std::uint64_t offset, bytes, aligned_bytes, checksum;
   std::int32_t epoch;
+};
+// /names, one row per tensor: its name is bytes [name_offset, name_offset + name_bytes) of
+// /name_text (UTF-8, no terminator).
+struct NameRecord {
+  std::uint32_t id;
+  std::uint32_t name_bytes;
+  std::uint64_t name_offset;
+  char dtype[8];
 };
 struct FileRecord {
   char path[kName];
@@ -166,19 +186,31 @@ struct Member {
 #define SC_MEMBER(record, field, type) Member{#field, offsetof(record, field), type, 0}
 #define SC_STRING(record, field) Member{#field, offsetof(record, field), -1, sizeof(record::field)}
 
+#define SC_PIECE_MEMBERS(record)                                                                                  \
+  SC_MEMBER(record, numel, H5T_NATIVE_UINT64), SC_MEMBER(record, element_offset, H5T_NATIVE_UINT64),             \
+      SC_MEMBER(record, shard, H5T_NATIVE_UINT32), SC_MEMBER(record, shard_count, H5T_NATIVE_UINT32),             \
+      SC_MEMBER(record, owner, H5T_NATIVE_INT32), SC_MEMBER(record, node, H5T_NATIVE_INT32),                     \
+      SC_MEMBER(record, root, H5T_NATIVE_INT32), SC_MEMBER(record, file, H5T_NATIVE_UINT32),                     \
+      SC_MEMBER(record, offset, H5T_NATIVE_UINT64), SC_MEMBER(record, bytes, H5T_NATIVE_UINT64),                 \
+      SC_MEMBER(record, aligned_bytes, H5T_NATIVE_UINT64), SC_MEMBER(record, checksum, H5T_NATIVE_UINT64),       \
+      SC_MEMBER(record, epoch, H5T_NATIVE_INT32)
+
 const std::vector<Member>& tensor_members() {
-  static const std::vector<Member> m{
-      SC_MEMBER(TensorRecord, id, H5T_NATIVE_UINT32), SC_STRING(TensorRecord, name),
-      SC_STRING(TensorRecord, dtype), SC_MEMBER(TensorRecord, numel, H5T_NATIVE_UINT64),
-      SC_MEMBER(TensorRecord, element_offset, H5T_NATIVE_UINT64),
-      SC_MEMBER(TensorRecord, shard, H5T_NATIVE_UINT32), SC_MEMBER(TensorRecord, shard_count, H5T_NATIVE_UINT32),
-      SC_MEMBER(TensorRecord, owner, H5T_NATIVE_INT32), SC_MEMBER(TensorRecord, node, H5T_NATIVE_INT32),
-      SC_MEMBER(TensorRecord, root, H5T_NATIVE_INT32), SC_MEMBER(TensorRecord, file, H5T_NATIVE_UINT32),
-      SC_MEMBER(TensorRecord, offset, H5T_NATIVE_UINT64), SC_MEMBER(TensorRecord, bytes, H5T_NATIVE_UINT64),
-      SC_MEMBER(TensorRecord, aligned_bytes, H5T_NATIVE_UINT64),
-      SC_MEMBER(TensorRecord, checksum, H5T_NATIVE_UINT64), SC_MEMBER(TensorRecord, epoch, H5T_NATIVE_INT32)};
+  static const std::vector<Member> m{SC_MEMBER(TensorRecord, id, H5T_NATIVE_UINT32), SC_PIECE_MEMBERS(TensorRecord)};
   return m;
 }
+const std::vector<Member>& tensor_members_v1() {
+  static const std::vector<Member> m{SC_MEMBER(TensorRecordV1, id, H5T_NATIVE_UINT32), SC_STRING(TensorRecordV1, name),
+                                     SC_STRING(TensorRecordV1, dtype), SC_PIECE_MEMBERS(TensorRecordV1)};
+  return m;
+}
+const std::vector<Member>& name_members() {
+  static const std::vector<Member> m{SC_MEMBER(NameRecord, id, H5T_NATIVE_UINT32),
+                                     SC_MEMBER(NameRecord, name_bytes, H5T_NATIVE_UINT32),
+                                     SC_MEMBER(NameRecord, name_offset, H5T_NATIVE_UINT64), SC_STRING(NameRecord, dtype)};
+  return m;
+}
+#undef SC_PIECE_MEMBERS
 const std::vector<Member>& file_members() {
   static const std::vector<Member> m{SC_STRING(FileRecord, path), SC_MEMBER(FileRecord, owner, H5T_NATIVE_INT32),
                                      SC_MEMBER(FileRecord, root, H5T_NATIVE_INT32),
@@ -250,11 +282,72 @@ void write_table(hid_t file, const char* name, const std::vector<Member>& member
                    fmt::format("writing dataset '{}'", name));
 }
 
+// Writes `bytes` as the one-dimensional uint8 dataset `name`.
+void write_bytes(hid_t file, const char* name, std::span<const char> bytes) {
+  const hsize_t dims[1] = {bytes.size()};
+  H5Handle space = make(H5Screate_simple(1, dims, nullptr), "H5Screate_simple");
+  H5Handle dataset = make(H5Dcreate2(file, name, H5T_NATIVE_UINT8, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                          fmt::format("creating dataset '{}'", name));
+  if (bytes.empty()) return;
+  hdf_check_status(H5Dwrite(dataset.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()),
+                   fmt::format("writing dataset '{}'", name));
+}
+
 // An allocator that leaves trivial elements uninitialised: rank 0's buffers of every
 // rank's records and of the file image are written in full before they are read, and
 // zeroing hundreds of MB first would cost a pass over them.
+//
+// Large buffers (4 MiB and more) are mappings of their own with transparent huge pages
+// (madvise(MADV_HUGEPAGE), which also works where the system's setting is "madvise"): a
+// catalog of a million pieces fills hundreds of MB of fresh memory, and on a virtual
+// machine the 4 KiB page faults were a third of a commit's and a load's time. A fresh
+// mapping is zero-filled.
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
+// Asks for huge pages for the whole 2 MiB pages inside [p, p + bytes), before they are
+// touched. Advice only: a kernel that cannot give them is fine.
+void advise_huge_pages(void* p, std::size_t bytes) noexcept {
+  const auto begin = (reinterpret_cast<std::uintptr_t>(p) + kHugePage - 1) & ~(kHugePage - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(p) + bytes) & ~(kHugePage - 1);
+  if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
 template <class T>
-struct NoInit : std::allocator<T> {
+struct LargeAlloc : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = LargeAlloc<U>;
+  };
+  LargeAlloc() = default;
+  template <class U>
+  LargeAlloc(const LargeAlloc<U>&) noexcept {}
+  static constexpr std::size_t kLarge = 2 * kHugePage;
+  T* allocate(std::size_t n) {
+    if (n > SIZE_MAX / sizeof(T)) throw std::bad_alloc();
+    const std::size_t bytes = n * sizeof(T);
+    if (bytes < kLarge) return std::allocator<T>::allocate(n);
+    // A mapping of the size rounded up to 2 MiB, starting at a 2 MiB boundary: map one
+    // huge page more, then unmap the unaligned head and the rest of the tail.
+    const std::size_t size = (bytes + kHugePage - 1) & ~(kHugePage - 1);
+    void* raw = ::mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) throw std::bad_alloc();
+    const auto base = reinterpret_cast<std::uintptr_t>(raw);
+    const auto aligned = (base + kHugePage - 1) & ~(kHugePage - 1);
+    if (aligned > base) ::munmap(raw, aligned - base);
+    if (const auto tail = base + size + kHugePage - (aligned + size); tail > 0)
+      ::munmap(reinterpret_cast<void*>(aligned + size), tail);
+    advise_huge_pages(reinterpret_cast<void*>(aligned), size);
+    return reinterpret_cast<T*>(aligned);
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    const std::size_t bytes = n * sizeof(T);
+    if (bytes < kLarge) return std::allocator<T>::deallocate(p, n);
+    ::munmap(p, (bytes + kHugePage - 1) & ~(kHugePage - 1));
+  }
+};
+
+template <class T>
+struct NoInit : LargeAlloc<T> {
   template <class U>
   struct rebind {
     using other = NoInit<U>;
@@ -274,17 +367,21 @@ struct NoInit : std::allocator<T> {
 template <class T>
 using Buffer = std::vector<T, NoInit<T>>;
 
-// The four tables of a catalog as fixed-size records (the in-file layout). A rank's own
-// records are value-initialised, so that the padding in each record is zero in the file.
+// The tables of a catalog as fixed-size records (the in-file layout), and the text of the
+// tensor names. A rank's own records are value-initialised, so that the padding in each
+// record is zero in the file. A rank's `names` hold one entry per tensor id among its rows,
+// their offsets into its own `text`.
 template <template <class> class Vector>
 struct Tables {
   Vector<TensorRecord> tensors;
   Vector<FileRecord> files;
   Vector<RootRecord> roots;
   Vector<RankRecord> ranks;
+  Vector<NameRecord> names;
+  Vector<char> text;
 };
 template <class T>
-using Zeroed = std::vector<T>;
+using Zeroed = std::vector<T, LargeAlloc<T>>;
 using Records = Tables<Zeroed>;   // one rank's
 using Gathered = Tables<Buffer>;  // every rank's, on rank 0
 
@@ -315,7 +412,7 @@ class RecordType {
 // file, as the parallel writer's exclusive scan had it); an empty vector elsewhere.
 // `counts` (rank 0 only) are the ranks' row counts, whose sum fits an int.
 template <class Record>
-Buffer<Record> gather_rows(MPI_Comm comm, int rank, const std::vector<Record>& mine, const std::vector<int>& counts,
+Buffer<Record> gather_rows(MPI_Comm comm, int rank, const Zeroed<Record>& mine, const std::vector<int>& counts,
                            const char* name) {
   const RecordType type(sizeof(Record));
   Buffer<Record> all;
@@ -373,7 +470,7 @@ T read_number_attribute(hid_t file, const char* name, hid_t type, H5T_class_t wa
 // Reads dataset `name` after checking that it is a 1-d compound with every member of the
 // expected class (integers as integers of the expected signedness, strings as strings).
 template <class Record>
-std::vector<Record> read_rows(hid_t file, const char* name, const std::vector<Member>& members,
+Buffer<Record> read_rows(hid_t file, const char* name, const std::vector<Member>& members,
                               const std::string& path) {
   if (H5Lexists(file, name, H5P_DEFAULT) <= 0)
     throw Error(fmt::format("catalog '{}': dataset '{}' is missing", path, name));
@@ -421,13 +518,46 @@ std::vector<Record> read_rows(hid_t file, const char* name, const std::vector<Me
   if (dims[0] > 0 && stored_bytes / record_size < dims[0])
     throw Error(fmt::format("catalog '{}': dataset '{}' claims {} rows but holds only {} bytes", path, name, dims[0],
                             stored_bytes));
-  std::vector<Record> records(static_cast<std::size_t>(dims[0]));
+  Buffer<Record> records(static_cast<std::size_t>(dims[0]));  // HDF5 writes every byte
   if (!records.empty()) {
     H5Handle type = compound(sizeof(Record), members);
     hdf_check_status(H5Dread(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, records.data()),
                      fmt::format("catalog '{}': reading '{}'", path, name));
   }
   return records;
+}
+
+// Reads the one-dimensional uint8 dataset `name` (checked: its type, its rank, and that the
+// file holds the bytes it claims).
+std::vector<char> read_bytes(hid_t file, const char* name, const std::string& path) {
+  if (H5Lexists(file, name, H5P_DEFAULT) <= 0)
+    throw Error(fmt::format("catalog '{}': dataset '{}' is missing", path, name));
+  H5Handle dataset = make(H5Dopen2(file, name, H5P_DEFAULT), fmt::format("catalog '{}': opening '{}'", path, name));
+  H5Handle stored = make(H5Dget_type(dataset.get()), "H5Dget_type");
+  if (H5Tget_class(stored.get()) != H5T_INTEGER || H5Tget_size(stored.get()) != 1)
+    throw Error(fmt::format("catalog '{}': dataset '{}' is not a string of bytes", path, name));
+  H5Handle space = make(H5Dget_space(dataset.get()), "H5Dget_space");
+  if (H5Sget_simple_extent_ndims(space.get()) != 1)
+    throw Error(fmt::format("catalog '{}': dataset '{}' is not one-dimensional", path, name));
+  hsize_t dims[1] = {0};
+  H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+  if (dims[0] > H5Dget_storage_size(dataset.get()))
+    throw Error(fmt::format("catalog '{}': dataset '{}' claims {} bytes but holds only {}", path, name, dims[0],
+                            H5Dget_storage_size(dataset.get())));
+  std::vector<char> bytes(static_cast<std::size_t>(dims[0]));
+  if (!bytes.empty())
+    hdf_check_status(H5Dread(dataset.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()),
+                     fmt::format("catalog '{}': reading '{}'", path, name));
+  return bytes;
+}
+
+DType parse_stored_dtype(const char* text, std::size_t size, const std::string& where) {
+  const std::string dtype = read_string(text, size);
+  try {
+    return parse_dtype(dtype);
+  } catch (const std::exception&) {
+    throw Error(fmt::format("{} has an unknown dtype '{}'", where, dtype));
+  }
 }
 
 void check_relative(const std::string& text, const std::string& path, const char* what) {
@@ -526,17 +656,120 @@ void check_trailer(const std::string& path) {
 constexpr const char* kTmpName = "catalog.h5.tmp";
 constexpr const char* kFinalName = "catalog.h5";
 
+// The memory of HDF5's in-memory file, through its file image callbacks: huge pages, as
+// for our own buffers (LargeAlloc), and mremap to grow.
+class ImageMemory {
+ public:
+  ImageMemory() = default;
+  ImageMemory(const ImageMemory&) = delete;
+  ImageMemory& operator=(const ImageMemory&) = delete;
+  ~ImageMemory() {
+    for (const auto& [p, size] : _sizes) ::munmap(p, size);
+  }
+  H5FD_file_image_callbacks_t callbacks() {
+    H5FD_file_image_callbacks_t c{};
+    c.image_malloc = [](std::size_t size, H5FD_file_image_op_t, void* self) {
+      return static_cast<ImageMemory*>(self)->allocate(size);
+    };
+    c.image_memcpy = [](void* dest, const void* src, std::size_t size, H5FD_file_image_op_t, void*) {
+      return std::memcpy(dest, src, size);
+    };
+    c.image_realloc = [](void* p, std::size_t size, H5FD_file_image_op_t, void* self) {
+      return static_cast<ImageMemory*>(self)->reallocate(p, size);
+    };
+    c.image_free = [](void* p, H5FD_file_image_op_t, void* self) -> herr_t {
+      static_cast<ImageMemory*>(self)->release(p);
+      return 0;
+    };
+    c.udata_copy = [](void* self) { return self; };
+    c.udata_free = [](void*) -> herr_t { return 0; };
+    c.udata = this;
+    return c;
+  }
+
+ private:
+  static std::size_t rounded(std::size_t size) { return std::max<std::size_t>((size + kHugePage - 1) & ~(kHugePage - 1), kHugePage); }
+  void* allocate(std::size_t size) {
+    const std::size_t length = rounded(size);
+    void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return nullptr;
+    advise_huge_pages(p, length);
+    _sizes.emplace_back(p, length);
+    return p;
+  }
+  void* reallocate(void* p, std::size_t size) {
+    if (p == nullptr) return allocate(size);
+    for (auto& [q, length] : _sizes)
+      if (q == p) {
+        const std::size_t want = rounded(size);
+        void* moved = ::mremap(q, length, want, MREMAP_MAYMOVE);
+        if (moved == MAP_FAILED) return nullptr;
+        advise_huge_pages(moved, want);
+        q = moved;
+        length = want;
+        return moved;
+      }
+    return nullptr;
+  }
+  void release(void* p) {
+    for (std::size_t i = 0; i < _sizes.size(); ++i)
+      if (_sizes[i].first == p) {
+        ::munmap(p, _sizes[i].second);
+        _sizes.erase(_sizes.begin() + static_cast<std::ptrdiff_t>(i));
+        return;
+      }
+  }
+  std::vector<std::pair<void*, std::size_t>> _sizes;
+};
+
+// Every rank's name entries (offsets already into all.text), reduced to one per tensor id,
+// in id order, each name once in a new text. Two ranks that name one tensor id
+// differently (another model) are an error naming both.
+void merge_names(Gathered& all) {
+  const auto& names = all.names;
+  std::vector<std::uint32_t> order(names.size());
+  std::iota(order.begin(), order.end(), 0u);
+  std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) { return names[a].id < names[b].id; });
+  const auto text_of = [&](const NameRecord& n) { return std::string_view(all.text.data() + n.name_offset, n.name_bytes); };
+  Buffer<NameRecord> merged;
+  Buffer<char> text;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const NameRecord& n = names[order[i]];
+    if (!merged.empty() && merged.back().id == n.id) {
+      const NameRecord& first = names[order[i - 1]];
+      if (text_of(n) != text_of(first) || std::memcmp(n.dtype, first.dtype, sizeof n.dtype) != 0)
+        throw Error(fmt::format("catalog: tensor {} is '{}' ({}) on one rank and '{}' ({}) on another", n.id,
+                                text_of(first), read_string(first.dtype, sizeof first.dtype), text_of(n),
+                                read_string(n.dtype, sizeof n.dtype)));
+      continue;
+    }
+    NameRecord out = n;
+    out.name_offset = text.size();
+    const std::string_view name = text_of(n);
+    text.insert(text.end(), name.begin(), name.end());
+    merged.push_back(out);
+  }
+  all.names = std::move(merged);
+  all.text = std::move(text);
+}
+
 // The catalog's bytes: the HDF5 file built in memory by HDF5's core driver (nothing
 // touches the disk; `name` only labels it), then the trailer for exactly those bytes, as
 // seal_catalog writes it. Empties `records` as it goes (rank 0's memory: see commit_catalog).
 Buffer<char> catalog_image(const std::string& name, const Catalog& header, Gathered& records) {
+  merge_names(records);
   // The core driver grows its memory in steps of this size: one step for the whole file.
   const std::size_t expected = records.tensors.size() * sizeof(TensorRecord) +
+                               records.names.size() * sizeof(NameRecord) + records.text.size() +
                                records.files.size() * sizeof(FileRecord) + records.roots.size() * sizeof(RootRecord) +
                                records.ranks.size() * sizeof(RankRecord) + header.config_json.size() + header.metadata.size() +
                                (std::size_t{1} << 20);
+  ImageMemory memory;  // outlives the file
   H5Handle access = make(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate(fapl)");
   hdf_check_status(H5Pset_fapl_core(access.get(), expected, /*backing_store=*/0), "H5Pset_fapl_core");
+  const H5FD_file_image_callbacks_t callbacks = memory.callbacks();
+  hdf_check_status(H5Pset_file_image_callbacks(access.get(), const_cast<H5FD_file_image_callbacks_t*>(&callbacks)),
+                   "H5Pset_file_image_callbacks");
   H5Handle file = make(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()),
                        fmt::format("catalog: creating '{}' in memory", name));
   const hid_t f = file.get();
@@ -557,6 +790,8 @@ Buffer<char> catalog_image(const std::string& name, const Catalog& header, Gathe
   write_attribute<std::int32_t>(f, "generation", H5T_NATIVE_INT32, header.generation);
   write_attribute(f, "metadata", header.metadata);
   write_table<TensorRecord>(f, "tensors", tensor_members(), std::exchange(records.tensors, {}));
+  write_table<NameRecord>(f, "names", name_members(), std::exchange(records.names, {}));
+  write_bytes(f, "name_text", std::exchange(records.text, {}));
   write_table<FileRecord>(f, "files", file_members(), std::exchange(records.files, {}));
   write_table<RootRecord>(f, "roots", root_members(), std::exchange(records.roots, {}));
   write_table<RankRecord>(f, "ranks", rank_members(), std::exchange(records.ranks, {}));
@@ -624,13 +859,14 @@ void install_catalog(const std::string& dir, std::span<const char> bytes,
 
 namespace {
 
-// A packed part: this header, then its tensor, file, root and rank records as in the file.
+// A packed part: this header, then its tensor, file, root, rank and name records as in the
+// file, then the text of its names.
 struct PackedPart {
   char magic[8];
   std::int64_t epoch;
-  std::uint64_t tensors, files, roots;
+  std::uint64_t tensors, files, roots, names, text;
 };
-constexpr char kPartMagic[8] = {'S', 'C', 'P', 'A', 'R', 'T', '1', '\0'};
+constexpr char kPartMagic[8] = {'S', 'C', 'P', 'A', 'R', 'T', '2', '\0'};
 
 Records to_records(const CatalogPart& part) {
   Records out;
@@ -638,12 +874,48 @@ Records to_records(const CatalogPart& part) {
   out.files.resize(part.files.size());
   out.roots.resize(part.roots.size());
   out.ranks.resize(1);
+  // The names: one entry per tensor id (the rows of a session's part come in id order; any
+  // order works), each name once in `text`.
+  std::vector<std::uint32_t> by_id(part.tensors.size());
+  std::iota(by_id.begin(), by_id.end(), 0u);
+  std::uint32_t max_id = 0;
+  bool sorted = true;
+  for (std::size_t i = 0; i < part.tensors.size(); ++i) {
+    max_id = std::max(max_id, part.tensors[i].id);
+    sorted = sorted && (i == 0 || part.tensors[i - 1].id <= part.tensors[i].id);
+  }
+  if (!sorted && max_id < 4 * part.tensors.size() + 1024) {  // a counting sort by id (stable)
+    std::vector<std::uint32_t> first(std::size_t{max_id} + 2, 0);
+    for (const CatalogRow& r : part.tensors) ++first[std::size_t{r.id} + 1];
+    for (std::size_t k = 1; k < first.size(); ++k) first[k] += first[k - 1];
+    for (std::uint32_t i = 0; i < part.tensors.size(); ++i) by_id[first[part.tensors[i].id]++] = i;
+  } else if (!sorted) {
+    std::stable_sort(by_id.begin(), by_id.end(),
+                     [&](std::uint32_t a, std::uint32_t b) { return part.tensors[a].id < part.tensors[b].id; });
+  }
+  for (std::size_t k = 0; k < by_id.size(); ++k) {
+    const CatalogRow& r = part.tensors[by_id[k]];
+    if (k > 0 && part.tensors[by_id[k - 1]].id == r.id) {
+      const CatalogRow& first = part.tensors[by_id[k - 1]];
+      if (first.name != r.name || first.dtype != r.dtype)
+        throw Error(fmt::format("catalog: tensor {} is '{}' ({}) in one row and '{}' ({}) in another", r.id, first.name,
+                                dtype_name(first.dtype), r.name, dtype_name(r.dtype)));
+      continue;
+    }
+    if (r.name.size() >= kName)
+      throw Error(fmt::format("catalog: tensor name '{}' is longer than {} bytes", r.name, kName - 1));
+    NameRecord n{};
+    n.id = r.id;
+    n.name_bytes = static_cast<std::uint32_t>(r.name.size());
+    n.name_offset = out.text.size();
+    copy_string(n.dtype, sizeof n.dtype, dtype_text(r.dtype), "dtype");
+    out.text.insert(out.text.end(), r.name.begin(), r.name.end());
+    out.names.push_back(n);
+  }
   for (std::size_t i = 0; i < part.tensors.size(); ++i) {
     const CatalogRow& r = part.tensors[i];
     TensorRecord& t = out.tensors[i];
     t.id = r.id;
-    copy_string(t.name, sizeof t.name, r.name, "tensor name");
-    copy_string(t.dtype, sizeof t.dtype, dtype_text(r.dtype), "dtype");
     t.numel = r.numel;
     t.element_offset = r.element_offset;
     t.shard = r.shard;
@@ -681,7 +953,7 @@ Records to_records(const CatalogPart& part) {
 }
 
 template <class Record>
-std::byte* put(std::byte* at, const std::vector<Record>& records) {
+std::byte* put(std::byte* at, const Zeroed<Record>& records) {
   if (!records.empty()) std::memcpy(at, records.data(), records.size() * sizeof(Record));
   return at + records.size() * sizeof(Record);
 }
@@ -728,29 +1000,34 @@ void commit_catalog(MPI_Comm comm, const std::string& dir, const Catalog& header
   auto& files = mine.files;
   auto& roots = mine.roots;
   auto& ranks = mine.ranks;
+  auto& names = mine.names;
+  auto& text = mine.text;
   try {
     mine = to_records(part);
-    if (tensors.size() > INT_MAX || files.size() > INT_MAX || roots.size() > INT_MAX)
-      throw Error(fmt::format("catalog: {} rows, {} files and {} roots on one rank are more than a commit can gather",
-                              tensors.size(), files.size(), roots.size()));
+    if (tensors.size() > INT_MAX || files.size() > INT_MAX || roots.size() > INT_MAX || text.size() > INT_MAX)
+      throw Error(fmt::format("catalog: {} rows, {} files, {} roots and {} bytes of names on one rank are more than a "
+                              "commit can gather", tensors.size(), files.size(), roots.size(), text.size()));
   } catch (const std::exception& e) {
     problem = e.what();
   }
   // Every rank's row counts on rank 0, which checks that each table stays addressable by
   // MPI_Gatherv's int displacements.
-  const std::array<int, 4> counts{problem.empty() ? static_cast<int>(tensors.size()) : 0,
-                                  problem.empty() ? static_cast<int>(files.size()) : 0,
-                                  problem.empty() ? static_cast<int>(roots.size()) : 0, 1};
-  std::vector<int> all_counts(rank == 0 ? 4 * static_cast<std::size_t>(size) : 0);
-  mpi_check(MPI_Gather(counts.data(), 4, MPI_INT, all_counts.data(), 4, MPI_INT, 0, comm),
+  constexpr std::size_t kCounts = 6;
+  const std::array<int, kCounts> counts{problem.empty() ? static_cast<int>(tensors.size()) : 0,
+                                        problem.empty() ? static_cast<int>(files.size()) : 0,
+                                        problem.empty() ? static_cast<int>(roots.size()) : 0, 1,
+                                        problem.empty() ? static_cast<int>(names.size()) : 0,
+                                        problem.empty() ? static_cast<int>(text.size()) : 0};
+  std::vector<int> all_counts(rank == 0 ? kCounts * static_cast<std::size_t>(size) : 0);
+  mpi_check(MPI_Gather(counts.data(), kCounts, MPI_INT, all_counts.data(), kCounts, MPI_INT, 0, comm),
             "MPI_Gather (catalog row counts)");
-  std::array<std::vector<int>, 4> per_rank;  // per table: each rank's rows (rank 0)
+  std::array<std::vector<int>, kCounts> per_rank;  // per table: each rank's rows (rank 0)
   if (rank == 0) {
-    constexpr std::array<const char*, 4> kTables{"tensors", "files", "roots", "ranks"};
-    for (std::size_t k = 0; k < 4; ++k) {
+    constexpr std::array<const char*, kCounts> kTables{"tensors", "files", "roots", "ranks", "names", "name_text"};
+    for (std::size_t k = 0; k < kCounts; ++k) {
       std::uint64_t total = 0;
       for (int r = 0; r < size; ++r) {
-        per_rank[k].push_back(all_counts[4 * static_cast<std::size_t>(r) + k]);
+        per_rank[k].push_back(all_counts[kCounts * static_cast<std::size_t>(r) + k]);
         total += static_cast<std::uint64_t>(per_rank[k].back());
       }
       if (total > INT_MAX && problem.empty())
@@ -767,9 +1044,10 @@ void commit_catalog(MPI_Comm comm, const std::string& dir, const Catalog& header
                               bad == rank ? problem : message));
   };
   fail_if(first_message(comm, problem));
-  // Rank 0 holds every rank's records (360 bytes per piece), then HDF5's in-memory file of
-  // them and the copy of its image that is written (each table's records are freed once in
-  // the file): about twice the catalog's size at the peak, 0.7 GB for a million pieces.
+  // Rank 0 holds every rank's records (88 bytes per piece, and each rank's names once),
+  // then HDF5's in-memory file of them and the copy of its image that is written (each
+  // table's records are freed once in the file): about twice the catalog's size at the
+  // peak, 0.2 GB for a million pieces.
   // That is of the order of what rank 0 already reads and holds alone when a job resumes
   // (load_catalog_collective: the records, then the Catalog made of them), so a job that
   // can resume can commit; the other ranks hold only their own records.
@@ -778,7 +1056,17 @@ void commit_catalog(MPI_Comm comm, const std::string& dir, const Catalog& header
   all.files = gather_rows(comm, rank, files, per_rank[1], "files");
   all.roots = gather_rows(comm, rank, roots, per_rank[2], "roots");
   all.ranks = gather_rows(comm, rank, ranks, per_rank[3], "ranks");
+  all.names = gather_rows(comm, rank, names, per_rank[4], "names");
+  all.text = gather_rows(comm, rank, text, per_rank[5], "name_text");
   mine = Records{};
+  if (rank == 0) {  // each rank's names point into its own text: into all of it now
+    std::size_t name = 0;
+    std::uint64_t base = 0;
+    for (int r = 0; r < size; ++r) {
+      for (int k = 0; k < per_rank[4][static_cast<std::size_t>(r)]; ++k) all.names[name++].name_offset += base;
+      base += static_cast<std::uint64_t>(per_rank[5][static_cast<std::size_t>(r)]);
+    }
+  }
   // The commit is rank 0's: it builds the file in memory, writes and renames it. The other
   // ranks wait for the outcome in first_message (a failure there takes seconds, not a
   // timeout: nothing but rank 0 touches the file).
@@ -951,52 +1239,107 @@ Catalog load_catalog(const std::string& path, TrailerCheck trailer) {
     }
   }
 
-  const auto rows = read_rows<TensorRecord>(f, "tensors", tensor_members(), path);
-  c.tensors.reserve(rows.size());
-  std::map<std::uint32_t, std::vector<std::pair<std::uint64_t, std::uint64_t>>> extents;  // file -> (offset, end)
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    const TensorRecord& t = rows[i];
-    CatalogRow r;
-    r.id = t.id;
-    r.name = read_string(t.name, sizeof t.name);
-    const std::string dtype = read_string(t.dtype, sizeof t.dtype);
-    try {
-      r.dtype = parse_dtype(dtype);
-    } catch (const std::exception&) {
-      throw Error(fmt::format("catalog '{}': tensor row {} has an unknown dtype '{}'", path, i, dtype));
+  // Each piece's tensor name and dtype: in its row (version 1), or once per tensor in
+  // /names and /name_text (version 2).
+  struct Named {
+    std::string name;
+    DType dtype;
+  };
+  std::vector<std::pair<std::uint32_t, Named>> named;  // version 2: by id
+  std::vector<std::int32_t> dense;  // id -> index into named, when the ids are dense enough
+  const auto name_of = [&](std::uint32_t id, std::size_t row) -> const Named& {
+    if (id < dense.size() && dense[id] >= 0) return named[static_cast<std::size_t>(dense[id])].second;
+    const auto it = std::lower_bound(named.begin(), named.end(), id, [](const auto& e, std::uint32_t v) { return e.first < v; });
+    if (it == named.end() || it->first != id)
+      throw Error(fmt::format("catalog '{}': tensor row {} is tensor {}, which /names does not name", path, row, id));
+    return it->second;
+  };
+  Buffer<TensorRecord> rows;
+  Buffer<TensorRecordV1> rows_v1;
+  if (version >= 2) {
+    const auto text = read_bytes(f, "name_text", path);
+    for (const auto& n : read_rows<NameRecord>(f, "names", name_members(), path)) {
+      if (n.name_bytes >= kName || n.name_offset > text.size() || n.name_bytes > text.size() - n.name_offset)
+        throw Error(fmt::format("catalog '{}': the name of tensor {} ({} bytes at {}) lies outside /name_text ({} "
+                                "bytes) or is longer than {} bytes", path, n.id, n.name_bytes, n.name_offset,
+                                text.size(), kName - 1));
+      named.push_back({n.id, {std::string(text.data() + n.name_offset, n.name_bytes),
+                              parse_stored_dtype(n.dtype, sizeof n.dtype, fmt::format("catalog '{}': tensor {}", path, n.id))}});
     }
-    r.numel = t.numel;
-    r.element_offset = t.element_offset;
-    r.shard = t.shard;
-    r.shard_count = t.shard_count;
-    r.owner = t.owner;
-    r.node = t.node;
-    r.root = t.root;
-    r.file = t.file;
-    r.offset = t.offset;
-    r.bytes = t.bytes;
-    r.aligned_bytes = t.aligned_bytes;
-    r.checksum = t.checksum;
-    r.epoch = t.epoch;
-    const auto where = fmt::format("catalog '{}': tensor row {} ('{}')", path, i, r.name);
+    std::sort(named.begin(), named.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (std::size_t i = 1; i < named.size(); ++i)
+      if (named[i].first == named[i - 1].first)
+        throw Error(fmt::format("catalog '{}': /names names tensor {} twice", path, named[i].first));
+    if (!named.empty() && named.back().first < 4 * named.size() + 1024) {
+      dense.assign(named.back().first + 1, -1);
+      for (std::size_t i = 0; i < named.size(); ++i) dense[named[i].first] = static_cast<std::int32_t>(i);
+    }
+    rows = read_rows<TensorRecord>(f, "tensors", tensor_members(), path);
+  } else {
+    rows_v1 = read_rows<TensorRecordV1>(f, "tensors", tensor_members_v1(), path);
+  }
+  const std::size_t row_count = version >= 2 ? rows.size() : rows_v1.size();
+  c.tensors.reserve(row_count);
+  advise_huge_pages(c.tensors.data(), c.tensors.capacity() * sizeof(CatalogRow));
+  // Per file, the extents of its rows (offset, end), to find overlaps.
+  std::vector<std::vector<std::pair<std::uint64_t, std::uint64_t>>> extents(c.files.size());
+  {
+    std::vector<std::size_t> per_file(c.files.size(), 0);
+    for (std::size_t i = 0; i < row_count; ++i) {
+      const std::uint32_t file = version >= 2 ? rows[i].file : rows_v1[i].file;
+      if (file < per_file.size()) ++per_file[file];
+    }
+    for (std::size_t k = 0; k < extents.size(); ++k) extents[k].reserve(per_file[k]);
+  }
+  for (std::size_t i = 0; i < row_count; ++i) {
+    CatalogRow r;
+    const auto copy = [&](const auto& t) {
+      r.id = t.id;
+      r.numel = t.numel;
+      r.element_offset = t.element_offset;
+      r.shard = t.shard;
+      r.shard_count = t.shard_count;
+      r.owner = t.owner;
+      r.node = t.node;
+      r.root = t.root;
+      r.file = t.file;
+      r.offset = t.offset;
+      r.bytes = t.bytes;
+      r.aligned_bytes = t.aligned_bytes;
+      r.checksum = t.checksum;
+      r.epoch = t.epoch;
+    };
+    if (version >= 2) {
+      copy(rows[i]);
+      const Named& n = name_of(r.id, i);
+      r.name = n.name;
+      r.dtype = n.dtype;
+    } else {
+      const TensorRecordV1& t = rows_v1[i];
+      copy(t);
+      r.name = read_string(t.name, sizeof t.name);
+      r.dtype = parse_stored_dtype(t.dtype, sizeof t.dtype, fmt::format("catalog '{}': tensor row {}", path, i));
+    }
+    const auto where = [&] { return fmt::format("catalog '{}': tensor row {} ('{}')", path, i, r.name); };
     if (r.file >= c.files.size())
-      throw Error(fmt::format("{} points to file {} of {}", where, r.file, c.files.size()));
+      throw Error(fmt::format("{} points to file {} of {}", where(), r.file, c.files.size()));
     const CatalogFile& file = c.files[r.file];
     std::uint64_t end = 0;
     if (r.numel > UINT64_MAX / dtype_size(r.dtype) || r.numel * dtype_size(r.dtype) != r.bytes ||
         r.bytes > r.aligned_bytes || r.aligned_bytes % c.alignment != 0 || r.offset % c.alignment != 0 ||
         __builtin_add_overflow(r.offset, r.aligned_bytes, &end) || end > file.size)
       throw Error(fmt::format("{}: {} bytes ({} aligned) at offset {} do not fit file '{}' of {} bytes or its alignment",
-                              where, r.bytes, r.aligned_bytes, r.offset, file.path, file.size));
+                              where(), r.bytes, r.aligned_bytes, r.offset, file.path, file.size));
     if (r.owner != file.owner || r.owner < 0 || r.owner >= c.world_size || r.shard_count == 0 || r.shard >= r.shard_count)
-      throw Error(fmt::format("{}: owner {} / shard {} of {} disagree with its file (owner {})", where, r.owner,
+      throw Error(fmt::format("{}: owner {} / shard {} of {} disagree with its file (owner {})", where(), r.owner,
                               r.shard, r.shard_count, file.owner));
     if (r.epoch < 0 || r.epoch > c.epoch)
-      throw Error(fmt::format("{}: epoch {} is outside the catalog's epochs 0..{}", where, r.epoch, c.epoch));
+      throw Error(fmt::format("{}: epoch {} is outside the catalog's epochs 0..{}", where(), r.epoch, c.epoch));
     if (r.aligned_bytes > 0) extents[r.file].emplace_back(r.offset, end);
     c.tensors.push_back(std::move(r));
   }
-  for (auto& [file, list] : extents) {
+  for (std::size_t file = 0; file < extents.size(); ++file) {
+    auto& list = extents[file];
     std::sort(list.begin(), list.end());
     for (std::size_t i = 1; i < list.size(); ++i)
       if (list[i].first < list[i - 1].second)
@@ -1017,15 +1360,23 @@ std::vector<std::byte> pack_catalog_part(int epoch, const CatalogPart& part) {
   head.tensors = r.tensors.size();
   head.files = r.files.size();
   head.roots = r.roots.size();
-  std::vector<std::byte> out(sizeof head + r.tensors.size() * sizeof(TensorRecord) +
-                             r.files.size() * sizeof(FileRecord) + r.roots.size() * sizeof(RootRecord) +
-                             sizeof(RankRecord));
+  head.names = r.names.size();
+  head.text = r.text.size();
+  std::vector<std::byte> out;
+  const std::size_t bytes = sizeof head + r.tensors.size() * sizeof(TensorRecord) + r.files.size() * sizeof(FileRecord) +
+                            r.roots.size() * sizeof(RootRecord) + sizeof(RankRecord) +
+                            r.names.size() * sizeof(NameRecord) + r.text.size();
+  out.reserve(bytes);
+  advise_huge_pages(out.data(), bytes);
+  out.resize(bytes);
   std::memcpy(out.data(), &head, sizeof head);
   std::byte* at = out.data() + sizeof head;
   at = put(at, r.tensors);
   at = put(at, r.files);
   at = put(at, r.roots);
-  put(at, r.ranks);
+  at = put(at, r.ranks);
+  at = put(at, r.names);
+  put(at, r.text);
   return out;
 }
 
@@ -1047,17 +1398,28 @@ void write_catalog(const std::string& dir, const Catalog& header, std::span<cons
     PackedPart head{};
     if (bytes.size() >= sizeof head) std::memcpy(&head, bytes.data(), sizeof head);
     const std::uint64_t want = sizeof head + head.tensors * sizeof(TensorRecord) + head.files * sizeof(FileRecord) +
-                               head.roots * sizeof(RootRecord) + sizeof(RankRecord);
+                               head.roots * sizeof(RootRecord) + sizeof(RankRecord) +
+                               head.names * sizeof(NameRecord) + head.text;
     if (bytes.size() < sizeof head || std::memcmp(head.magic, kPartMagic, sizeof kPartMagic) != 0 ||
         bytes.size() != want || head.epoch != header.epoch)
       throw Error(fmt::format("catalog commit of epoch {}: the rows of rank {} are damaged ({} bytes)", header.epoch,
                               p, bytes.size()));
-    const std::size_t first_tensor = all.tensors.size();
+    const std::size_t first_tensor = all.tensors.size(), first_name = all.names.size();
+    const std::uint64_t text_base = all.text.size();
     const std::byte* at = bytes.data() + sizeof head;
     at = take<TensorRecord>(at, head.tensors, all.tensors);
     at = take<FileRecord>(at, head.files, all.files);
     at = take<RootRecord>(at, head.roots, all.roots);
-    take<RankRecord>(at, 1, all.ranks);
+    at = take<RankRecord>(at, 1, all.ranks);
+    at = take<NameRecord>(at, head.names, all.names);
+    take<char>(at, head.text, all.text);
+    for (std::size_t i = first_name; i < all.names.size(); ++i) {
+      NameRecord& n = all.names[i];
+      if (n.name_bytes > head.text || n.name_offset > head.text - n.name_bytes)
+        throw Error(fmt::format("catalog commit of epoch {}: the rows of rank {} are damaged (a name outside its text)",
+                                header.epoch, p));
+      n.name_offset += text_base;
+    }
     for (std::size_t i = first_tensor; i < all.tensors.size(); ++i) {
       if (all.tensors[i].file >= head.files)
         throw Error(fmt::format("catalog commit of epoch {}: rank {} names file {} of its {}", header.epoch, p,

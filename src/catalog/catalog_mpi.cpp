@@ -82,14 +82,47 @@ class Reader {
   std::size_t _at = 0;
 };
 
+// The tensors' names and dtypes once per tensor id (as the catalog file holds them), then
+// the rows without them.
+struct Named {
+  std::uint32_t id = 0;
+  std::string name;
+  DType dtype = DType::u8;
+};
+
+template <class IO>
+void rows(IO& io, Catalog& c) {
+  std::vector<Named> names;
+  if constexpr (std::is_same_v<IO, Writer>) {
+    std::vector<std::size_t> order(c.tensors.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::size_t a, std::size_t b) { return c.tensors[a].id < c.tensors[b].id; });
+    for (std::size_t i : order)
+      if (names.empty() || names.back().id != c.tensors[i].id)
+        names.push_back({c.tensors[i].id, c.tensors[i].name, c.tensors[i].dtype});
+  }
+  io(names, +[](IO& x, Named& n) { x(n.id), x(n.name), x(n.dtype); });
+  io(c.tensors, +[](IO& x, CatalogRow& r) {
+    x(r.id), x(r.numel), x(r.element_offset), x(r.shard), x(r.shard_count), x(r.owner);
+    x(r.node), x(r.root), x(r.file), x(r.offset), x(r.bytes), x(r.aligned_bytes), x(r.checksum), x(r.epoch);
+  });
+  if constexpr (std::is_same_v<IO, Reader>) {
+    for (CatalogRow& r : c.tensors) {
+      const auto it = std::lower_bound(names.begin(), names.end(), r.id,
+                                       [](const Named& n, std::uint32_t id) { return n.id < id; });
+      if (it == names.end() || it->id != r.id) throw Error("broadcast_catalog: a row's tensor has no name");
+      r.name = it->name;
+      r.dtype = it->dtype;
+    }
+  }
+}
+
 template <class IO>
 void fields(IO& io, Catalog& c) {
   io(c.job), io(c.epoch), io(c.slot), io(c.slots), io(c.world_size), io(c.node_count), io(c.layout), io(c.policy);
   io(c.alignment), io(c.plan_fingerprint), io(c.config_json), io(c.created), io(c.generation), io(c.metadata);
-  io(c.tensors, +[](IO& x, CatalogRow& r) {
-    x(r.id), x(r.name), x(r.dtype), x(r.numel), x(r.element_offset), x(r.shard), x(r.shard_count), x(r.owner);
-    x(r.node), x(r.root), x(r.file), x(r.offset), x(r.bytes), x(r.aligned_bytes), x(r.checksum), x(r.epoch);
-  });
+  rows(io, c);
   io(c.files, +[](IO& x, CatalogFile& f) { x(f.path), x(f.owner), x(f.root), x(f.size); });
   io(c.roots, +[](IO& x, CatalogRoot& r) { x(r.node), x(r.index), x(r.path); });
   io(c.ranks, +[](IO& x, CatalogRank& r) {

@@ -423,6 +423,73 @@ void make_checksum_column_float(const std::string& path) {
   seal_catalog(path);  // edited on purpose: a fresh checksum trailer
 }
 
+// Rewrites a version-2 catalog as version 1 wrote it: /names and /name_text gone, every
+// /tensors row with its tensor's name (256 bytes) and dtype (16 bytes).
+void downgrade_to_version_1(const std::string& path) {
+  const Catalog c = load_catalog(path);
+  struct RowV1 {
+    std::uint32_t id;
+    char name[256];
+    char dtype[16];
+    std::uint64_t numel, element_offset;
+    std::uint32_t shard, shard_count;
+    std::int32_t owner, node, root;
+    std::uint32_t file;
+    std::uint64_t offset, bytes, aligned_bytes, checksum;
+    std::int32_t epoch;
+  };
+  std::vector<RowV1> rows(c.tensors.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const CatalogRow& r = c.tensors[i];
+    RowV1& v = rows[i];
+    std::memset(&v, 0, sizeof v);
+    v.id = r.id;
+    std::memcpy(v.name, r.name.data(), r.name.size());
+    const std::string dtype(dtype_name(r.dtype));
+    std::memcpy(v.dtype, dtype.data(), dtype.size());
+    v.numel = r.numel, v.element_offset = r.element_offset, v.shard = r.shard, v.shard_count = r.shard_count;
+    v.owner = r.owner, v.node = r.node, v.root = r.root, v.file = r.file, v.offset = r.offset, v.bytes = r.bytes;
+    v.aligned_bytes = r.aligned_bytes, v.checksum = r.checksum, v.epoch = r.epoch;
+  }
+  const hid_t name_type = H5Tcopy(H5T_C_S1), dtype_type = H5Tcopy(H5T_C_S1);
+  H5_OK(H5Tset_size(name_type, 256));
+  H5_OK(H5Tset_size(dtype_type, 16));
+  const hid_t type = H5Tcreate(H5T_COMPOUND, sizeof(RowV1));
+#define SC_V1(field, t) H5_OK(H5Tinsert(type, #field, offsetof(RowV1, field), t))
+  SC_V1(id, H5T_NATIVE_UINT32);
+  SC_V1(name, name_type);
+  SC_V1(dtype, dtype_type);
+  SC_V1(numel, H5T_NATIVE_UINT64);
+  SC_V1(element_offset, H5T_NATIVE_UINT64);
+  SC_V1(shard, H5T_NATIVE_UINT32);
+  SC_V1(shard_count, H5T_NATIVE_UINT32);
+  SC_V1(owner, H5T_NATIVE_INT32);
+  SC_V1(node, H5T_NATIVE_INT32);
+  SC_V1(root, H5T_NATIVE_INT32);
+  SC_V1(file, H5T_NATIVE_UINT32);
+  SC_V1(offset, H5T_NATIVE_UINT64);
+  SC_V1(bytes, H5T_NATIVE_UINT64);
+  SC_V1(aligned_bytes, H5T_NATIVE_UINT64);
+  SC_V1(checksum, H5T_NATIVE_UINT64);
+  SC_V1(epoch, H5T_NATIVE_INT32);
+#undef SC_V1
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  H5_OK(f);
+  for (const char* name : {"tensors", "names", "name_text"}) H5_OK(H5Ldelete(f, name, H5P_DEFAULT));
+  const hsize_t dims[1] = {rows.size()};
+  const hid_t space = H5Screate_simple(1, dims, nullptr);
+  const hid_t d = H5Dcreate2(f, "tensors", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  H5_OK(d);
+  if (!rows.empty()) H5_OK(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows.data()));
+  H5_OK(H5Dclose(d));
+  H5_OK(H5Sclose(space));
+  H5_OK(H5Tclose(type));
+  H5_OK(H5Tclose(name_type));
+  H5_OK(H5Tclose(dtype_type));
+  H5_OK(H5Fclose(f));
+  rewrite_int_attribute(path, "version", 1);  // and seals it
+}
+
 // Replaces /tensors by a dataset of the same type that claims `rows` rows but has no storage
 // (contiguous, allocated late, never written): a small file that claims a huge table.
 void make_tensors_claim_rows(const std::string& path, hsize_t rows) {
@@ -955,9 +1022,9 @@ TEST(CatalogLoad, UnsupportedVersions) {
   CommittedCatalog catalog;
   ASSERT_TRUE(catalog.ok());
   if (world_rank() != 0) return;
-  const std::string v2 = catalog.copy("v2.h5");
-  rewrite_int_attribute(v2, "version", 2);
-  EXPECT_THAT(load_error(v2), AllOf(HasSubstr(v2), HasSubstr("version 2 is not supported")));
+  const std::string v3 = catalog.copy("v3.h5");
+  rewrite_int_attribute(v3, "version", 3);
+  EXPECT_THAT(load_error(v3), AllOf(HasSubstr(v3), HasSubstr("version 3 is not supported")));
   const std::string v0 = catalog.copy("v0.h5");
   rewrite_int_attribute(v0, "version", 0);
   EXPECT_THAT(load_error(v0), AllOf(HasSubstr(v0), HasSubstr("version 0 is not supported")));
@@ -965,11 +1032,102 @@ TEST(CatalogLoad, UnsupportedVersions) {
   EXPECT_NO_THROW((void)load_catalog(catalog.path()));
 }
 
+TEST(CatalogLoad, AVersion1CatalogStillLoads) {
+  CommittedCatalog catalog;
+  ASSERT_TRUE(catalog.ok());
+  if (world_rank() != 0) return;
+  const Catalog v2 = load_catalog(catalog.path());
+  ASSERT_FALSE(v2.tensors.empty());
+  const std::string path = catalog.copy("v1.h5");
+  downgrade_to_version_1(path);
+  const Catalog v1 = load_catalog(path);
+  ASSERT_EQ(v1.tensors.size(), v2.tensors.size());
+  for (std::size_t i = 0; i < v1.tensors.size(); ++i) {
+    EXPECT_EQ(v1.tensors[i].id, v2.tensors[i].id);
+    EXPECT_EQ(v1.tensors[i].name, v2.tensors[i].name);
+    EXPECT_EQ(v1.tensors[i].dtype, v2.tensors[i].dtype);
+    EXPECT_EQ(v1.tensors[i].checksum, v2.tensors[i].checksum);
+    EXPECT_EQ(v1.tensors[i].offset, v2.tensors[i].offset);
+  }
+}
+
+TEST(CatalogLoad, NamesAreStoredOncePerTensor) {
+  // Rows of one tensor on every rank (a sharded tensor): /names holds it once.
+  SharedTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const int rank = world_rank(), size = world_size();
+  CatalogPart part = make_part(rank, 0, dir.path(), rows_plus_one);
+  for (auto& row : part.tensors) {
+    row.id = 7;
+    row.name = "model.embed.weight";
+    row.dtype = DType::f32;
+    row.bytes = row.numel * 4;
+    row.aligned_bytes = align_up(row.bytes, kAlign);
+  }
+  ASSERT_NO_THROW(commit_catalog(MPI_COMM_WORLD, dir.path(), make_header(0, size), part));
+  if (rank != 0) return;
+  const std::string path = dir.path() + "/catalog.h5";
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  H5_OK(f);
+  for (const auto& [name, want] : {std::pair<const char*, hssize_t>{"names", 1}, {"name_text", 18}}) {
+    const hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    H5_OK(d);
+    const hid_t space = H5Dget_space(d);
+    EXPECT_EQ(H5Sget_simple_extent_npoints(space), want) << name;
+    H5Sclose(space);
+    H5Dclose(d);
+  }
+  H5Fclose(f);
+  const Catalog c = load_catalog(path);
+  ASSERT_EQ(c.tensors.size(), static_cast<std::size_t>(size * (size + 1) / 2));
+  for (const auto& row : c.tensors) EXPECT_EQ(row.name, "model.embed.weight");
+}
+
+TEST(CatalogCommit, RanksThatNameOneTensorDifferentlyFailTheCommit) {
+  SharedTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const int rank = world_rank(), size = world_size();
+  if (size < 2) GTEST_SKIP() << "needs two ranks";
+  CatalogPart part = make_part(rank, 0, dir.path(), rows_plus_one);
+  part.tensors.front().id = 1234;
+  part.tensors.front().name = "rank" + std::to_string(rank) + ".sees.this";
+  const std::string message = expect_throw_on_all_ranks<Error>(
+      [&] { commit_catalog(MPI_COMM_WORLD, dir.path(), make_header(0, size), part); });
+  EXPECT_THAT(message, AllOf(HasSubstr("tensor 1234"), HasSubstr("rank0.sees.this"), HasSubstr("rank1.sees.this")));
+}
+
+TEST(CatalogLoad, ANameOutsideTheTextIsRejected) {
+  CommittedCatalog catalog;
+  ASSERT_TRUE(catalog.ok());
+  if (world_rank() != 0) return;
+  const std::string path = catalog.copy("name-outside.h5");
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  H5_OK(f);
+  const hid_t d = H5Dopen2(f, "names", H5P_DEFAULT);
+  H5_OK(d);
+  const hid_t type = H5Dget_type(d);
+  const hid_t space = H5Dget_space(d);
+  const auto rows = static_cast<std::size_t>(H5Sget_simple_extent_npoints(space));
+  ASSERT_GT(rows, 0u);
+  std::vector<char> raw(rows * H5Tget_size(type));
+  H5_OK(H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()));
+  const std::uint64_t far = 1ULL << 40;
+  std::memcpy(raw.data() + H5Tget_member_offset(type, static_cast<unsigned>(H5Tget_member_index(type, "name_offset"))),
+              &far, sizeof far);
+  H5_OK(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()));
+  H5Sclose(space);
+  H5Tclose(type);
+  H5Dclose(d);
+  H5Fclose(f);
+  seal_catalog(path);
+  EXPECT_THAT(load_error(path), AllOf(HasSubstr(path), HasSubstr("outside /name_text")));
+}
+
 TEST(CatalogLoad, MissingDatasetsAndAttributes) {
   CommittedCatalog catalog;
   ASSERT_TRUE(catalog.ok());
   if (world_rank() != 0) return;
-  for (const char* dataset : {"files", "tensors", "roots", "ranks"}) {
+  for (const char* dataset : {"files", "tensors", "roots", "ranks", "names", "name_text"}) {
     const std::string path = catalog.copy(std::string("no-") + dataset + ".h5");
     delete_link(path, dataset);
     EXPECT_THAT(load_error(path), AllOf(HasSubstr(path), HasSubstr(std::string("dataset '") + dataset + "' is missing")));

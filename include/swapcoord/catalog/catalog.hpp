@@ -7,14 +7,17 @@
 // epoch's data. No MPI-IO: paths up to the roots' 1023 bytes work, and a write error (a
 // full disk) fails the commit at once on every rank, naming the file and the errno.
 //
-// Schema (readable with h5dump, h5ls and h5py):
-//   root attributes: format ("swapcoord-catalog"), version (1), job, epoch, slot, slots,
+// Schema, format version 2 (readable with h5dump, h5ls and h5py; version 1 is still read):
+//   root attributes: format ("swapcoord-catalog"), version (2), job, epoch, slot, slots,
 //     world_size, node_count, layout, policy, alignment, plan_fingerprint (hex string),
 //     config (JSON), created (ISO 8601 UTC), generation, metadata (the application's
 //     string given to SwapSession::commit, e.g. JSON with its training step; may be empty)
-//   /tensors  compound, one row per swapped piece: id, name, dtype, numel, element_offset,
-//     shard, shard_count, owner, node, root, file, offset, bytes, aligned_bytes,
-//     checksum (xxh64 of the piece's bytes), epoch
+//   /tensors  compound, one row per swapped piece: id, numel, element_offset, shard,
+//     shard_count, owner, node, root, file, offset, bytes, aligned_bytes, checksum (xxh64
+//     of the piece's bytes), epoch (version 1 also had name and dtype in every row)
+//   /names    compound, one row per tensor (by id): id, name_bytes, name_offset, dtype;
+//     the name is bytes [name_offset, name_offset + name_bytes) of /name_text
+//   /name_text  uint8: the tensors' names, each once, one after the other (UTF-8)
 //   /files    compound: path (relative to its root), owner, root, size
 //   /roots    compound: node, index, path (the node's root directory)
 //   /ranks    compound: rank, node, host, local_rank, bytes, swap_out_s, swap_in_s
@@ -41,7 +44,7 @@ class HdfError : public Error {
 };
 
 inline constexpr std::string_view kCatalogFormat = "swapcoord-catalog";
-inline constexpr int kCatalogVersion = 1;
+inline constexpr int kCatalogVersion = 2;
 inline constexpr std::size_t kCatalogNameBytes = 256;  // fixed-size strings in the file
 inline constexpr std::size_t kCatalogMetadataBytes = 32 * 1024;  // the `metadata` attribute, at most
 
