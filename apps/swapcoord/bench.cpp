@@ -9,6 +9,11 @@
 // Each iteration writes a different pattern, so stale data cannot pass the check.
 // GB/s = bytes / seconds / 1e9; the table shows the median over --iters iterations.
 //
+// A backend name with `+reg` (io_uring+reg) is that backend with registered I/O: its
+// engine registers the two host buffers and the file (IoEngine::register_buffers,
+// register_files) before its timed runs. `--backend all` adds it for every backend that
+// has registered I/O.
+//
 // --device cuda adds, on the same file, engine and iteration, the GPU path of the session:
 //   dev>file+sync  the file's bytes from GPU memory through --buffer-count pinned staging
 //                  buffers (a copy on a CUDA stream, then the buffer's write, overlapping
@@ -78,8 +83,53 @@ struct Sample {
   }
 };
 
+// One entry of --backend: a registry backend, with registered I/O or not.
+struct Variant {
+  std::string name;     // as given and shown: io_uring+reg
+  std::string backend;  // the registry name: io_uring
+  bool registered = false;
+};
+
+constexpr std::string_view kRegisteredSuffix = "+reg";
+
+Variant parse_variant(const std::string& name) {
+  if (name.size() > kRegisteredSuffix.size() && name.ends_with(kRegisteredSuffix))
+    return {name, name.substr(0, name.size() - kRegisteredSuffix.size()), true};
+  return {name, name, false};
+}
+
+// Whether `backend`'s engine has registered I/O here (the kernel may refuse it).
+bool has_registered_io(const std::string& backend) {
+  try {
+    AioConfig probe;
+    probe.queue_depth = 1;
+    auto engine = make_engine(backend, probe);
+    PinnedAllocation page(4096);
+    return engine->register_buffers(std::vector{std::span<std::byte>(page.data(), 4096)});
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// Registers the bench's buffers and file with a `+reg` variant's engine.
+void register_io(IoEngine& engine, const Variant& variant, std::span<const std::span<std::byte>> buffers,
+                 const SwapFile& file) {
+  if (!variant.registered) return;
+  try {
+    if (!engine.register_buffers(buffers) || !engine.register_files(std::vector<SwapFileRef>{file}))
+      throw ConfigError(fmt::format("--backend {}: the {} backend has no registered I/O (io_uring has)",
+                                    variant.name, variant.backend));
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    throw Error(fmt::format("--backend {}: {}", variant.name, e.what()));
+  }
+}
+
 struct Point {
-  std::string backend;
+  std::string backend;      // the registry name
+  bool registered = false;  // a +reg variant
+  std::string shown() const { return backend + (registered ? std::string(kRegisteredSuffix) : ""); }
   std::uint64_t block_size;
   std::size_t queue_depth;
   std::size_t threads;
@@ -101,7 +151,8 @@ void add_sweep_options(CLI::App* cmd, BenchOptions& o) {
   cmd->add_option("--dir", o.dir, "Directory for the test file (on the device to measure)")
       ->capture_default_str();
   cmd->add_option("--size", o.size, "File size (e.g. 256M, 1G)")->capture_default_str();
-  cmd->add_option("--backend", o.backends, "I/O backends: libaio, io_uring, posix, or all")
+  cmd->add_option("--backend", o.backends, "I/O backends: libaio, io_uring, posix, io_uring+reg (registered "
+                                           "buffers and file), or all")
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--block-size", o.block_sizes, "Bytes per kernel request (list)")
       ->delimiter(',')->capture_default_str();
@@ -157,11 +208,16 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
   const DirectMode direct = parse_direct_mode(o.direct);
   if (size == 0 || size % 8 != 0) throw ConfigError(fmt::format("--size: {} is not a positive multiple of 8 bytes", size));
   if (o.iterations < 1) throw ConfigError(fmt::format("--iters: {} is not at least 1", o.iterations));
-  std::vector<std::string> backends = o.backends;
-  if (backends.size() == 1 && backends[0] == "all") {
-    backends.clear();
-    for (const auto& info : engine_infos())
-      if (info.available) backends.push_back(info.name);
+  std::vector<Variant> backends;
+  if (o.backends.size() == 1 && o.backends[0] == "all") {
+    for (const auto& info : engine_infos()) {
+      if (!info.available) continue;
+      backends.push_back({info.name, info.name, false});
+      if (has_registered_io(info.name))
+        backends.push_back({info.name + std::string(kRegisteredSuffix), info.name, true});
+    }
+  } else {
+    for (const auto& name : o.backends) backends.push_back(parse_variant(name));
   }
   const bool gpu = o.device == "cuda";
   const std::uint64_t staging_size = parse_size(o.buffer_size, "--buffer-size");
@@ -189,7 +245,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
           c.overlap_events = !o.no_overlap_events;
           c.direct = direct;
           c.validate();
-          make_engine(backend, c);  // unknown or unavailable backends fail here
+          make_engine(backend.backend, c);  // unknown or unavailable backends fail here
           configs.push_back(c);
         }
   }
@@ -215,6 +271,11 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
   device::DeviceMemory gpu_memory = gpu ? device::DeviceMemory(gpu_index, size) : device::DeviceMemory();
   std::optional<device::DeviceStager> stager;
   if (gpu) stager.emplace(gpu_index);
+  const std::vector<std::span<std::byte>> host_buffers{{source.data(), static_cast<std::size_t>(size)},
+                                                       {target.data(), static_cast<std::size_t>(size)}};
+  // A registered variant that the backend or the kernel refuses fails here, not midway.
+  for (const auto& backend : backends)
+    if (backend.registered) register_io(*make_engine(backend.backend, configs.front()), backend, host_buffers, file);
 
   const std::string host = host_name();
   std::printf("# swapcoord %s %s\n", o.tune ? "tune" : "bench", SWAPCOORD_VERSION);
@@ -233,10 +294,12 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
                 std::string(to_string(staging.kind())).c_str());
   std::printf("# iterations: %d per configuration; figures are medians; GB/s = 1e9 bytes/s\n",
               o.iterations);
-  std::printf("#\n# %10s %12s %12s %8s %10s %12s %10s", "backend", "block_size",
+  if (std::any_of(backends.begin(), backends.end(), [](const Variant& v) { return v.registered; }))
+    std::printf("# +reg: registered I/O, the 2 host buffers and the file registered with each I/O thread's ring\n");
+  std::printf("#\n# %12s %12s %12s %8s %10s %12s %10s", "backend", "block_size",
               "queue_depth", "threads", "write", "write+sync", "read");
   if (gpu) std::printf(" %15s %10s", "dev>file+sync", "file>dev");
-  std::printf(" %8s\n# %10s %12s %12s %8s %10s %12s %10s", "#wrong", "", "(B)", "", "", "(GB/s)", "(GB/s)", "(GB/s)");
+  std::printf(" %8s\n# %12s %12s %12s %8s %10s %12s %10s", "#wrong", "", "(B)", "", "", "(GB/s)", "(GB/s)", "(GB/s)");
   if (gpu) std::printf(" %15s %10s", "(GB/s)", "(GB/s)");
   std::printf(" %8s\n", "");
   std::fflush(stdout);
@@ -244,7 +307,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
   // Fill the preallocated file once so that timed writes are overwrites (a first write
   // to fallocated space also converts unwritten extents, which is not what swap does).
   {
-    auto engine = make_engine(backends.front(), configs.front());
+    auto engine = make_engine(backends.front().backend, configs.front());
     fill(source.data(), size, 0);
     engine->run(std::vector<IoRequest>{{IoOp::write, &file, source.data(), 0, size}});
     file.sync();
@@ -256,9 +319,11 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
   auto last_progress = started;
   for (std::size_t k = 0; k < configs.size(); ++k) {
     const AioConfig& c = configs[k];
-    const std::string& backend = backends[k / per_backend];
-    auto engine = make_engine(backend, c);
-    Point point{backend, c.block_size, c.queue_depth, c.intra_op_parallelism, {}, {}, {}, {}, {}, 0};
+    const Variant& backend = backends[k / per_backend];
+    auto engine = make_engine(backend.backend, c);
+    register_io(*engine, backend, host_buffers, file);
+    Point point{backend.backend, backend.registered, c.block_size, c.queue_depth, c.intra_op_parallelism,
+                {}, {}, {}, {}, {}, 0};
     const std::vector<IoRequest> write{{IoOp::write, &file, source.data(), 0, size}};
     const std::vector<IoRequest> read{{IoOp::read, &file, target.data(), 0, size}};
     for (int it = 0; it < o.iterations; ++it) {
@@ -301,7 +366,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
       point.wrong += count_wrong(target.data(), size, gpu_seed);
     }
     total_wrong += point.wrong;
-    std::printf("  %10s %12llu %12zu %8zu %10.2f %12.2f %10.2f", backend.c_str(),
+    std::printf("  %12s %12llu %12zu %8zu %10.2f %12.2f %10.2f", backend.name.c_str(),
                 static_cast<unsigned long long>(c.block_size), c.queue_depth,
                 c.intra_op_parallelism, point.write.median(), point.write_sync.median(),
                 point.read.median());
@@ -354,7 +419,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
     });
     auto describe = [](const Point& p) {
       return fmt::format("{}, block_size {}, queue_depth {}, threads {}: write+sync {:.2f} GB/s, read {:.2f} GB/s",
-                         p.backend, format_size(p.block_size), p.queue_depth, p.threads, p.write_sync.median(),
+                         p.shown(), format_size(p.block_size), p.queue_depth, p.threads, p.write_sync.median(),
                          p.read.median());
     };
     best_aio = {{"backend", best->backend},
@@ -364,6 +429,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
                 {"single_submit", o.single_submit},
                 {"overlap_events", !o.no_overlap_events}};
     if (direct != DirectMode::automatic) best_aio["direct"] = std::string(to_string(direct));
+    if (best->registered) best_aio["register"] = true;
     std::printf("# Best for a swap-out (write+fdatasync) then a swap-in (read), by their total time:\n#   %s\n",
                 describe(*best).c_str());
     std::printf("# Best write+sync: %s\n# Best read:       %s\n", describe(*best_write).c_str(),
@@ -385,7 +451,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
   if (!o.json.empty()) {
     nlohmann::json results = nlohmann::json::array();
     for (const auto& p : points)
-      results.push_back({{"backend", p.backend}, {"block_size", p.block_size},
+      results.push_back({{"backend", p.backend}, {"register", p.registered}, {"block_size", p.block_size},
                          {"queue_depth", p.queue_depth}, {"threads", p.threads},
                          {"write_gbps", p.write.to_json()}, {"write_sync_gbps", p.write_sync.to_json()},
                          {"read_gbps", p.read.to_json()}, {"wrong_bytes", p.wrong}});

@@ -101,6 +101,9 @@ void add_run_flags(CLI::App* cmd, RunCli& c) {
        [](const RunCli& f, RunConfig& r) { r.check_values = f.verify; });
   flag(cmd->add_option("--backend", c.backend, "I/O backend: libaio, io_uring, posix")->default_str(s.backend),
        [](const RunCli& f, RunConfig& r) { r.session.backend = f.backend; });
+  flag(cmd->add_flag("--register,!--no-register", c.register_io,
+                     "aio.register: io_uring fixed buffers and files (the staging buffers and the swap files)"),
+       [](const RunCli& f, RunConfig& r) { r.session.register_io = f.register_io; });
   flag(cmd->add_option("--block-size", c.block_size, "aio.block_size: bytes per kernel request (e.g. 1M)")
            ->default_str(size_text(s.aio.block_size)),
        [](const RunCli& f, RunConfig& r) {

@@ -17,7 +17,7 @@ struct RunCli {
   double scale = 0, phase_timeout = 0;
   int steps = 0, slots = 0;
   std::size_t buffer_count = 0, queue_depth = 0, threads = 0;
-  bool verify = true, fsync = true, allgather = false, cleanup = false, overwrite = false;
+  bool verify = true, fsync = true, allgather = false, cleanup = false, overwrite = false, register_io = false;
   int corrupt_epoch = -1;  // testing aid: damage one word on disk after this swap-out
   bool resume = false, verify_checksums = false;
   std::string crash_at;    // testing aid: where to SIGKILL this process

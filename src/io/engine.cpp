@@ -5,8 +5,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <exception>
+#include <cstdint>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -119,6 +122,11 @@ class ThreadedEngine final : public IoEngine {
         throw Error(fmt::format("{} I/O engine cannot take new work: its I/O threads stopped ({})",
                                 _name, why));
       }
+      if (_registering) {
+        reset_locked(batch);
+        throw Error(fmt::format("{} I/O: submit() while register_buffers() or register_files() "
+                                "runs; registration must not overlap I/O", _name));
+      }
       if (batch->blocks.empty()) {
         batch->done = true;
       } else {
@@ -162,6 +170,62 @@ class ThreadedEngine final : public IoEngine {
     return result;
   }
 
+  bool register_buffers(std::span<const std::span<std::byte>> regions) override {
+    std::vector<std::span<std::byte>> buffers = split_regions(regions);
+    Quiesced quiesced(*this, "register_buffers");
+    auto next = std::make_shared<Registration>(*_registration);
+    next->buffers = std::move(buffers);
+    const Round round = run_round(next);
+    if (round.error.empty()) {
+      if (!round.supported) return forget_registration();
+      _regions.assign(regions.begin(), regions.end());
+      return true;
+    }
+    auto without = std::make_shared<Registration>(*_registration);
+    without->buffers.clear();
+    (void)run_round(without);
+    _regions.clear();
+    std::uint64_t bytes = 0;
+    for (const auto& region : regions) bytes += region.size();
+    throw Error(fmt::format("{} I/O: register_buffers of {} regions ({} bytes) failed, and no "
+                            "buffer is registered: {}", _name, regions.size(), bytes, round.error));
+  }
+
+  bool register_files(std::span<const SwapFileRef> files) override {
+    std::vector<int> fds;
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      if (!files[i] || files[i]->fd() < 0)
+        throw Error(fmt::format("{} I/O: register_files: file {} is not open", _name, i));
+      fds.push_back(files[i]->fd());
+    }
+    Quiesced quiesced(*this, "register_files");
+    auto next = std::make_shared<Registration>(*_registration);
+    next->fds = std::move(fds);
+    const Round round = run_round(next);
+    if (round.error.empty()) {
+      if (!round.supported) return forget_registration();
+      _files.assign(files.begin(), files.end());
+      return true;
+    }
+    auto without = std::make_shared<Registration>(*_registration);
+    without->fds.clear();
+    (void)run_round(without);
+    _files.clear();
+    throw Error(fmt::format("{} I/O: register_files of {} files (the first '{}') failed, and no file "
+                            "is registered: {}", _name, files.size(), files.empty() ? "" : files[0]->path(),
+                            round.error));
+  }
+
+  IoRegistration registration() const override {
+    std::lock_guard lock(_mutex);
+    IoRegistration r;
+    r.regions = _regions.size();
+    r.buffers = _registration->buffers.size();
+    for (const auto& region : _regions) r.bytes += region.size();
+    r.files = _files.size();
+    return r;
+  }
+
   void abandon_batch(std::uint64_t id) noexcept override {
     try {
       (void)wait_batch(id);
@@ -174,6 +238,139 @@ class ThreadedEngine final : public IoEngine {
   }
 
  private:
+  // ---- registered I/O --------------------------------------------------------------------
+  // The owner's registration goes to each I/O thread's backend in a round: the caller
+  // publishes the new Registration and waits until every live I/O thread has applied it
+  // on its own thread (between batches, so that a ring is only ever used by its thread).
+
+  // The regions as the kernel takes them: sorted, disjoint, in buffers of at most
+  // kMaxRegisteredBufferBytes. Throws Error for an empty or overlapping region, or too many.
+  std::vector<std::span<std::byte>> split_regions(std::span<const std::span<std::byte>> regions) const {
+    std::vector<std::span<std::byte>> sorted;
+    for (std::size_t i = 0; i < regions.size(); ++i) {
+      if (regions[i].data() == nullptr || regions[i].empty())
+        throw Error(fmt::format("{} I/O: register_buffers: region {} is empty", _name, i));
+      sorted.push_back(regions[i]);
+    }
+    auto start = [](const std::span<std::byte>& r) { return reinterpret_cast<std::uintptr_t>(r.data()); };
+    std::sort(sorted.begin(), sorted.end(), [&](const auto& a, const auto& b) { return start(a) < start(b); });
+    std::vector<std::span<std::byte>> buffers;
+    for (std::size_t i = 0; i < sorted.size(); ++i) {
+      if (i > 0 && start(sorted[i]) < start(sorted[i - 1]) + sorted[i - 1].size())
+        throw Error(fmt::format("{} I/O: register_buffers: the regions at {} ({} bytes) and {} ({} "
+                                "bytes) overlap", _name, static_cast<const void*>(sorted[i - 1].data()),
+                                sorted[i - 1].size(), static_cast<const void*>(sorted[i].data()),
+                                sorted[i].size()));
+      for (std::size_t at = 0; at < sorted[i].size(); at += kMaxRegisteredBufferBytes)
+        buffers.push_back(sorted[i].subspan(at, std::min<std::size_t>(kMaxRegisteredBufferBytes, sorted[i].size() - at)));
+    }
+    if (buffers.size() > kMaxRegisteredBuffers)
+      throw Error(fmt::format("{} I/O: register_buffers: {} regions take {} kernel buffers (at most "
+                              "{} bytes each), over the limit of {}", _name, regions.size(),
+                              buffers.size(), kMaxRegisteredBufferBytes, kMaxRegisteredBuffers));
+    return buffers;
+  }
+
+  // Holds off submit() and other registrations while a registration runs; refuses while
+  // a batch is in flight or when no I/O thread is left.
+  class Quiesced {
+   public:
+    Quiesced(ThreadedEngine& engine, const char* what) : _engine(engine) {
+      std::lock_guard lock(engine._mutex);
+      if (engine._registering)
+        throw Error(fmt::format("{} I/O: {}() while another registration runs", engine._name, what));
+      if (engine._live_workers == 0)
+        throw Error(fmt::format("{} I/O engine cannot register: its I/O threads stopped ({})",
+                                engine._name, engine._stopped_because));
+      std::size_t in_flight = 0;
+      for (const auto& batch : engine._pool) in_flight += batch->id != 0 && !batch->done;
+      if (in_flight > 0)
+        throw Error(fmt::format("{} I/O: {}() with {} batches in flight; wait for them first",
+                                engine._name, what, in_flight));
+      engine._registering = true;
+    }
+    Quiesced(const Quiesced&) = delete;
+    Quiesced& operator=(const Quiesced&) = delete;
+    ~Quiesced() {
+      std::lock_guard lock(_engine._mutex);
+      _engine._registering = false;
+    }
+
+   private:
+    ThreadedEngine& _engine;
+  };
+
+  struct Round {
+    bool supported = true;  // every backend has registered I/O
+    std::string error;      // the first refusal, empty when none
+  };
+
+  // Publishes `next` and waits until every live I/O thread has applied it.
+  Round run_round(std::shared_ptr<const Registration> next) {
+    std::unique_lock lock(_mutex);
+    _registration = std::move(next);
+    _round.store(_round.load() + 1);
+    _round_acks = 0;
+    _round_result = Round{};
+    lock.unlock();
+    _work_cv.notify_all();
+    lock.lock();
+    _registered_cv.wait(lock, [this] { return _round_acks >= _live_workers; });
+    return _round_result;
+  }
+
+  // A backend without registered I/O: nothing is registered (or kept open).
+  bool forget_registration() {
+    std::lock_guard lock(_mutex);
+    _registration = std::make_shared<Registration>();
+    _regions.clear();
+    _files.clear();
+    return false;
+  }
+
+  // Per I/O thread: the last round its backend applied (0 for a new backend) and the
+  // last it reported.
+  struct Rounds {
+    std::uint64_t applied = 0;
+    std::uint64_t reported = 0;
+  };
+
+  // Applies the current registration to this thread's backend (nothing in flight).
+  void sync_registration(Backend& backend, Rounds& rounds) {
+    std::shared_ptr<const Registration> registration;
+    std::uint64_t round = 0;
+    {
+      std::lock_guard lock(_mutex);
+      registration = _registration;
+      round = _round.load();
+    }
+    bool supported = false;
+    std::string error;
+    try {
+      supported = backend.set_registration(*registration);
+    } catch (...) {
+      error = cause_of(std::current_exception()).message;
+    }
+    rounds.applied = round;
+    bool reported = false;
+    {
+      std::lock_guard lock(_mutex);
+      if (round == _round.load() && rounds.reported != round) {
+        rounds.reported = round;
+        reported = true;
+        ++_round_acks;
+        if (!supported && error.empty()) _round_result.supported = false;
+        if (!error.empty() && _round_result.error.empty()) _round_result.error = error;
+      }
+    }
+    if (reported) {
+      _registered_cv.notify_all();
+    } else if (!error.empty()) {  // a restarted backend: nobody waits for it
+      log::warn(fmt::format("{} I/O thread: registering buffers and files again after a restart "
+                            "failed, it goes on without: {}", _name, error));
+    }
+  }
+
   void validate(const IoRequest& r, std::size_t index) const {
     auto where = [&] {
       return fmt::format("{} request {} ({} bytes at offset {} of '{}')", op_name(r.op), index,
@@ -287,9 +484,14 @@ class ThreadedEngine final : public IoEngine {
 
   // Takes up to `max` blocks from the queue; blocks the thread while there are none and
   // `wait_for_work` is set. Returns 0 when stopping (or nothing to take without waiting).
-  std::size_t take_blocks(std::vector<Block*>& out, std::size_t max, bool wait_for_work) {
+  // Also returns when a registration round starts that `rounds` has not applied.
+  std::size_t take_blocks(std::vector<Block*>& out, std::size_t max, bool wait_for_work,
+                          const Rounds& rounds) {
     std::unique_lock lock(_mutex);
-    if (wait_for_work) _work_cv.wait(lock, [this] { return _head != nullptr || _stopping; });
+    if (wait_for_work)
+      _work_cv.wait(lock, [&] {
+        return _head != nullptr || _stopping || _round.load() != rounds.applied;
+      });
     std::size_t taken = 0;
     while (_head != nullptr && taken < max) {
       Batch* batch = _head;
@@ -393,14 +595,19 @@ class ThreadedEngine final : public IoEngine {
 
   // Drives `backend` until the engine stops; throws what the backend (or handling a
   // completion) throws, leaving every block it had in `held`.
-  void drive(Backend& backend, Held& held) {
+  void drive(Backend& backend, Held& held, Rounds& rounds) {
     const std::size_t depth = _config.queue_depth;
     auto backoff = kFirstBackoff;
     for (;;) {
+      // A registration round (or a new backend) with nothing in flight: apply it here.
+      if (held.in_flight() == 0 && held.pending.empty() && _round.load() != rounds.applied)
+        sync_registration(backend, rounds);
       // Keep the kernel queue full.
       while (held.in_flight() < depth) {
         const std::size_t room = depth - held.in_flight();
-        if (held.pending.empty() && take_blocks(held.pending, room, held.in_flight() == 0) == 0) break;
+        if (held.pending.empty() &&
+            take_blocks(held.pending, room, held.in_flight() == 0, rounds) == 0)
+          break;
         const std::size_t chunk = _config.single_submit ? 1 : std::min(held.pending.size(), room);
         const std::size_t started = backend.submit(std::span(held.pending.data(), chunk));
         for (std::size_t i = 0; i < started; ++i) held.track(held.pending[i]);
@@ -437,9 +644,10 @@ class ThreadedEngine final : public IoEngine {
 
   void worker(std::unique_ptr<Backend> backend) {
     Held held(_config.queue_depth);
+    Rounds rounds;
     for (;;) {
       try {
-        drive(*backend, held);
+        drive(*backend, held, rounds);
         return;
       } catch (...) {
         const Cause cause = cause_of(std::current_exception());
@@ -458,6 +666,7 @@ class ThreadedEngine final : public IoEngine {
         held.current = nullptr;
         try {
           backend = _factory(_config);
+          rounds.applied = 0;  // the new kernel queue registers what the owner registered
           log::warn(fmt::format("{} I/O thread: {}; {} blocks in its hands failed, and it "
                                 "restarted its kernel queue", _name, cause.message, failed));
         } catch (...) {
@@ -477,7 +686,9 @@ class ThreadedEngine final : public IoEngine {
     {
       std::lock_guard lock(_mutex);
       if (_stopped_because.empty()) _stopped_because = why;
-      if (--_live_workers > 0) return;
+      const bool others_left = --_live_workers > 0;
+      _registered_cv.notify_all();  // a registration round no longer waits for this thread
+      if (others_left) return;
       try {
         for (Batch* batch = _head; batch != nullptr; batch = batch->next)
           for (; batch->next_block < batch->blocks.size(); ++batch->next_block)
@@ -493,9 +704,18 @@ class ThreadedEngine final : public IoEngine {
   std::string _name;
   AioConfig _config;
   BackendFactory _factory;
-  std::mutex _mutex;
+  mutable std::mutex _mutex;
   std::condition_variable _work_cv;
   std::condition_variable _done_cv;
+  // Registered I/O (guarded by _mutex; _round is also read without it by the I/O threads).
+  std::shared_ptr<const Registration> _registration = std::make_shared<Registration>();
+  std::vector<std::span<std::byte>> _regions;  // as the owner gave them
+  std::vector<SwapFileRef> _files;             // kept open while registered
+  std::atomic<std::uint64_t> _round{0};
+  std::size_t _round_acks = 0;
+  Round _round_result;
+  bool _registering = false;
+  std::condition_variable _registered_cv;
   Batch* _head = nullptr;
   Batch* _tail = nullptr;
   bool _stopping = false;

@@ -75,7 +75,7 @@ constexpr std::string_view kOffloadOptimizerIgnored[] = {
 
 constexpr const char* kAioKeys =
     "block_size, queue_depth, intra_op_parallelism, thread_count, single_submit, overlap_events, "
-    "use_gds, direct, fsync, backend";
+    "use_gds, direct, fsync, backend, register";
 constexpr const char* kSwapKeys =
     "roots, catalog_dir, create_roots, overwrite, job, layout, policy, shard_threshold, alignment, slots, buffer_count, "
     "buffer_size, prefetch_bytes, pin_memory, verify, phase_timeout_s, node_key";
@@ -204,6 +204,8 @@ void apply_aio(SessionOptions& o, const json& body, const Reader& r) {
       o.aio.fsync = r.boolean(value, key);
     } else if (name == "backend") {
       o.backend = r.string(value, key, "a backend name (libaio, io_uring, posix)");
+    } else if (name == "register") {
+      o.register_io = r.boolean(value, key);
     } else {
       r.unknown_key(key, fmt::format("aio.{}", kAioKeys));
     }
@@ -388,6 +390,9 @@ void apply_deepspeed(SessionOptions& o, const json& doc, const Reader& r, DeepSp
 void SessionOptions::validate() const {
   aio.validate();
   if (backend.empty()) throw ConfigError("aio.backend: empty (libaio, io_uring or posix)");
+  if (register_io && backend != "io_uring")
+    throw ConfigError(fmt::format("aio.register: needs aio.backend io_uring, not '{}' (libaio and posix have no "
+                                  "registered I/O)", backend));
   if (slots != 1 && slots != 2) throw ConfigError(fmt::format("swap.slots: {} is not 1 or 2", slots));
   if (buffer_count < 2 || buffer_count > kMaxBufferCount)
     throw ConfigError(fmt::format("swap.buffer_count: {} is not between 2 and {}", buffer_count, kMaxBufferCount));
@@ -427,7 +432,8 @@ nlohmann::json SessionOptions::to_json() const {
             {"overlap_events", aio.overlap_events},
             {"direct", std::string(to_string(aio.direct))},
             {"fsync", aio.fsync},
-            {"backend", backend}}},
+            {"backend", backend},
+            {"register", register_io}}},
           {"swap",
            {{"roots", roots},
             {"catalog_dir", catalog_dir},

@@ -396,6 +396,7 @@ struct SwapSession::Impl {
         .string();
   }
   void ensure_files(int slot);
+  void register_io(std::size_t staging_bytes);
   SwapLocation location(std::size_t li, int slot) {
     const PlanPiece& p = mine[li];
     return {&files[static_cast<std::size_t>(slot)].at(p.file - first_file), p.offset, p.aligned_bytes};
@@ -501,6 +502,23 @@ int SwapSession::Impl::readable_slot(std::size_t li) const {
   }
   throw Error(fmt::format("{}: tensor '{}' was never swapped out (nothing to swap in)", who,
                           tensors[mine[li].tensor].name));
+}
+
+// aio.register: the staging buffers and this rank's files (every slot's, made at set-up)
+// registered with the engine, for io_uring's fixed buffers and files. A refusal (a locked-
+// memory limit, memory the kernel cannot pin) is a warning: the session goes on without.
+void SwapSession::Impl::register_io(std::size_t staging_bytes) {
+  const std::vector<std::span<std::byte>> regions{{staging.front().bytes(), staging_bytes}};
+  std::vector<SwapFileRef> refs;
+  for (const auto& slot : files)
+    for (const auto& f : slot) refs.push_back(f);
+  try {
+    if (!engine->register_buffers(regions) || !engine->register_files(refs))
+      log::warn(fmt::format("{}: aio.register: the {} backend has no registered I/O; going on without", who,
+                            engine->name()));
+  } catch (const Error& e) {
+    log::warn(fmt::format("{}: aio.register: {}; going on without registered I/O", who, e.what()));
+  }
 }
 
 void SwapSession::Impl::ensure_files(int slot) {
@@ -1315,6 +1333,7 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
     for (std::size_t i = 0; i < o.buffer_count; ++i)
       s->staging.push_back({base + i * o.buffer_size, o.buffer_size, DType::u8, Device::cpu()});
     s->swapper.emplace(*s->engine, s->staging, s->plan.options.alignment_bytes);
+    if (o.register_io) s->register_io(total);
     s->locations.reserve(s->mine.size());
     s->order.reserve(s->mine.size());
     s->digests.reserve(s->mine.size());
@@ -1611,6 +1630,7 @@ void SwapSession::set_commit_stage_hook(std::function<void(const char*)> hook) {
 void SwapSession::remove_files() {
   Impl& s = *_impl;
   collectively(s.world(), s.who, [&] { s.wait_all(); });
+  s.engine->unregister_files();  // the engine holds registered files open: let them close
   for (auto& f : s.files) f.clear();
   // Both generations' file names of this rank, then its directory.
   const int me = s.topo->rank();

@@ -20,8 +20,9 @@ assert doc["best"] == tuned, (doc["best"], tuned)
 aio = tuned["aio"]
 assert aio["backend"] in ("libaio", "io_uring", "posix"), aio
 assert aio["block_size"] in (65536, 1048576) and aio["queue_depth"] in (4, 16) and aio["intra_op_parallelism"] in (1, 2), aio
-rows = [r for r in doc["results"] if (r["backend"], r["block_size"], r["queue_depth"], r["threads"]) ==
-        (aio["backend"], aio["block_size"], aio["queue_depth"], aio["intra_op_parallelism"])]
+assert aio.get("register", True) is True, aio  # written only for a registered (io_uring+reg) best
+rows = [r for r in doc["results"] if (r["backend"], r["register"], r["block_size"], r["queue_depth"], r["threads"]) ==
+        (aio["backend"], aio.get("register", False), aio["block_size"], aio["queue_depth"], aio["intra_op_parallelism"])]
 assert len(rows) == 1, rows
 best = 1 / rows[0]["write_sync_gbps"]["median"] + 1 / rows[0]["read_gbps"]["median"]
 for r in doc["results"]:  # no other row has a smaller write+sync + read time

@@ -13,6 +13,10 @@
 // reason. When the kernel answers EAGAIN with nothing in flight, the thread backs off
 // (sleeps, 50 us doubling to 5 ms) instead of spinning. A batch in flight is an
 // IoTicket, a move-only handle that waits for its batch when dropped.
+//
+// Registered I/O (io_uring): the engine's owner may register its buffers and files once
+// (register_buffers, register_files) instead of the kernel pinning the pages and taking
+// a file reference on every request; see IoEngine.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -105,6 +109,19 @@ class IoError : public SystemError {
   std::vector<IoFailure> _failures;
 };
 
+// What an engine has registered (IoEngine::registration()).
+struct IoRegistration {
+  std::size_t regions = 0;  // memory regions passed to register_buffers
+  std::size_t buffers = 0;  // kernel buffer slots they take (one per started GiB of a region)
+  std::uint64_t bytes = 0;  // the regions' total size
+  std::size_t files = 0;    // files passed to register_files
+};
+
+// The kernel's limits on registered buffers (io_uring: IORING_MAX_REG_BUFFERS, and at
+// most 1 GiB per buffer; a longer region is registered as several buffers).
+inline constexpr std::size_t kMaxRegisteredBuffers = 16384;
+inline constexpr std::uint64_t kMaxRegisteredBufferBytes = std::uint64_t{1} << 30;
+
 class IoEngine {
  public:
   virtual ~IoEngine() = default;
@@ -129,6 +146,39 @@ class IoEngine {
   IoBatchResult wait(IoTicket ticket);
   // submit + wait.
   IoBatchResult run(std::span<const IoRequest> requests) { return wait(submit(requests)); }
+
+  // Registered I/O. Every I/O thread's kernel queue registers the regions (and files);
+  // a block that lies wholly inside one registered buffer is then sent as a fixed-buffer
+  // read or write, and one on a registered file with the file's index. Every other block
+  // goes as before, and completions are handled as before (short transfers, retries,
+  // errors).
+  //
+  // register_buffers replaces what is registered by `regions` (empty: unregisters) and
+  // returns true; it returns false when the backend has no registered I/O (libaio,
+  // posix): nothing is registered and I/O works as before. Throws Error, leaving no
+  // buffer registered, for an empty or overlapping region, more than
+  // kMaxRegisteredBuffers buffers, or a kernel queue that refuses them (the message names
+  // the sizes and the errno; ENOMEM: the locked-memory limit, RLIMIT_MEMLOCK, which
+  // every I/O thread's queue is charged separately unless the process has CAP_IPC_LOCK).
+  // The caller may go on without registration after such an Error.
+  //
+  // Rules:
+  //  - Call with no batch in flight (every ticket waited for) and not concurrently with
+  //    submit() or another registration: Error otherwise.
+  //  - A region must stay allocated and mapped at its address until it is unregistered
+  //    or the engine is destroyed. The kernel pinned its pages at registration, and a
+  //    fixed-buffer request uses those pages even if the address maps other memory now.
+  //  - An I/O thread that restarts its kernel queue (see Robustness above) registers
+  //    again; if the kernel refuses then, that thread goes on unregistered (logged).
+  virtual bool register_buffers(std::span<const std::span<std::byte>> regions) = 0;
+  // The same for files (the engine keeps them open while they are registered): a request
+  // on one of them names the file by its index. Throws Error, leaving no file
+  // registered, for a closed file or a kernel queue that refuses.
+  virtual bool register_files(std::span<const SwapFileRef> files) = 0;
+  void unregister_buffers() { (void)register_buffers({}); }
+  void unregister_files() { (void)register_files({}); }
+  // What is registered now (all zero on a backend without registered I/O).
+  virtual IoRegistration registration() const = 0;
 
  protected:
   IoTicket make_ticket(std::uint64_t id) noexcept { return IoTicket(this, id); }

@@ -40,6 +40,8 @@ struct SessionOptions {
   bool verify = true;              // swap-in checks each piece's XXH64 against its swap-out
   // aio
   std::string backend = "libaio";
+  bool register_io = false;        // io_uring: staging buffers and swap files registered with
+                                   // the kernel (fixed buffers and files); aio.register
   AioConfig aio = [] {
     AioConfig c;
     c.fsync = true;  // commit() needs the data durable: fdatasync each written file once

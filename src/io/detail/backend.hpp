@@ -9,6 +9,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "swapcoord/io/aio_config.hpp"
 #include "swapcoord/io/io_engine.hpp"
@@ -35,9 +36,22 @@ struct Completion {
   std::int64_t result = 0;  // bytes transferred, or -errno
 };
 
+// What the engine's owner registered (IoEngine::register_buffers, register_files), as a
+// backend gets it: the kernel buffers (a region over kMaxRegisteredBufferBytes already
+// split), sorted by address and disjoint, and the files' descriptors in index order.
+struct Registration {
+  std::vector<std::span<std::byte>> buffers;
+  std::vector<int> fds;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
+  // Registers `registration` with the kernel queue in place of what it had (an empty
+  // part unregisters). Called by the backend's own I/O thread with nothing in flight.
+  // Returns false when the backend has no registered I/O. Throws SystemError naming what
+  // the kernel refused; the backend then has nothing registered and works unregistered.
+  virtual bool set_registration(const Registration& /*registration*/) { return false; }
   // Starts up to blocks.size() blocks (never more than queue_depth in flight, which the
   // caller ensures); returns how many it took, 0 when the kernel asks to reap first
   // (EAGAIN). A block the kernel rejects outright comes back as a completion carrying

@@ -122,6 +122,9 @@ TEST(SessionOptions, ValidateNamesTheKey) {
   EXPECT_NE(validate_error([](SessionOptions& o) { o.aio.block_size = 1000; }).find("aio.block_size"),
             std::string::npos);
   EXPECT_NE(validate_error([](SessionOptions& o) { o.backend.clear(); }).find("aio.backend"), std::string::npos);
+  EXPECT_NE(validate_error([](SessionOptions& o) { o.register_io = true; }).find("aio.register: needs aio.backend io_uring, not 'libaio'"),
+            std::string::npos);
+  EXPECT_EQ(validate_error([](SessionOptions& o) { o.register_io = true, o.backend = "io_uring"; }), "");
 }
 
 // ---------------------------------------------------------------- swapcoord's form
@@ -130,7 +133,7 @@ TEST(ApplyConfig, EveryKeyOfSwapcoordsForm) {
   const auto doc = json::parse(R"({
     "aio": {"block_size": "2M", "queue_depth": 64, "intra_op_parallelism": 4, "single_submit": true,
             "overlap_events": false, "use_gds": false, "direct": "off", "fsync": false,
-            "backend": "posix"},
+            "backend": "io_uring", "register": true},
     "swap": {"roots": ["/nvme0", "/nvme1"], "catalog_dir": "/shared/cat", "create_roots": false,
              "overwrite": true, "job": "j1", "layout": "file-per-tensor", "slots": 1, "policy": "round-robin",
              "shard_threshold": "1M", "alignment": 8192, "buffer_count": 6, "buffer_size": "1MiB", "prefetch_bytes": "64M",
@@ -148,7 +151,9 @@ TEST(ApplyConfig, EveryKeyOfSwapcoordsForm) {
   EXPECT_FALSE(o.aio.overlap_events);
   EXPECT_EQ(o.aio.direct, DirectMode::off);
   EXPECT_FALSE(o.aio.fsync);
-  EXPECT_EQ(o.backend, "posix");
+  EXPECT_EQ(o.backend, "io_uring");
+  EXPECT_TRUE(o.register_io);
+  EXPECT_EQ(o.to_json()["aio"]["register"], true);
   EXPECT_EQ(o.roots, (std::vector<std::string>{"/nvme0", "/nvme1"}));
   EXPECT_EQ(o.catalog_dir, "/shared/cat");
   EXPECT_FALSE(o.create_roots);
