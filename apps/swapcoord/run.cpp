@@ -49,7 +49,10 @@ class Job {
 
  private:
   // One phase on every rank: runs `work`, reports, prints the row, keeps the figures.
-  void phase(int step, const char* name, int epoch, const std::function<void(PhaseReport&)>& work);
+  // Runs `work`, then the phase's barrier; returns this rank's own time in `work`.
+  double phase(int step, const char* name, int epoch, const std::function<void(PhaseReport&)>& work);
+  // The swap-out of `step` and its commit, and what coordinating them cost (RunReport).
+  void swap_out_and_commit(int step);
   void swap_out(int epoch, PhaseReport& report);
   void swap_in(int epoch, PhaseReport& report);
   void allgather(int epoch, PhaseReport& report);
@@ -117,7 +120,7 @@ void Job::upload(int epoch) {
   }
 }
 
-void Job::phase(int step, const char* name, int epoch, const std::function<void(PhaseReport&)>& work) {
+double Job::phase(int step, const char* name, int epoch, const std::function<void(PhaseReport&)>& work) {
   PhaseReport report;
   const auto start = Clock::now();
   try {
@@ -134,6 +137,26 @@ void Job::phase(int step, const char* name, int epoch, const std::function<void(
   report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const PhaseStats s = _session->end_phase(name, epoch, report);
   _report->row(step, name, epoch, s);
+  return report.seconds;
+}
+
+void Job::swap_out_and_commit(int step) {
+  if (on_gpu()) upload(step);  // the values to swap out: not part of the swap-out
+  const auto start = Clock::now();
+  const double own = phase(step, "swap-out", step, [&](PhaseReport& r) { swap_out(step, r); });
+  _epoch_in_flight = step;
+  phase(step, "commit", step, [&](PhaseReport&) { _session->commit(); });
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  // The slowest rank of each figure (outside the time measured above).
+  const CommitFigures& c = _session->last_commit();
+  double mine[5] = {wall, own + c.sync_seconds, c.sync_seconds, c.rows_seconds, c.catalog_seconds}, most[5] = {};
+  {
+    Watchdog::Scope guard(*_watchdog, fmt::format("the coordination figures of step {}", step),
+                          std::chrono::milliseconds(static_cast<long long>(_config.session.phase_timeout_s * 1000)));
+    mpi_check(MPI_Allreduce(mine, most, 5, MPI_DOUBLE, MPI_MAX, _session->topology().world()),
+              "MPI_Allreduce (coordination figures)");
+  }
+  _report->coordination({step, most[0], most[1], most[2], most[3], most[4]});
 }
 
 void Job::swap_out(int epoch, PhaseReport& report) {
@@ -300,10 +323,6 @@ int Job::run() {
   if (on_gpu()) setup_gpu();
   _report.emplace(_config, *_session, _tensors, _argv);
 
-  auto commit = [&](int step) {
-    _epoch_in_flight = step;
-    phase(step, "commit", step, [&](PhaseReport&) { _session->commit(); });
-  };
   int first_step = 1;
   if (const Catalog* resumed = _session->resumed_from()) {
     const int epoch = resumed->epoch;
@@ -318,9 +337,7 @@ int Job::run() {
     phase(epoch + 1, "swap-in", epoch, [&](PhaseReport& r) { swap_in(epoch, r); });
     first_step = epoch + 1;
   } else {
-    if (on_gpu()) upload(0);
-    phase(0, "swap-out", 0, [&](PhaseReport& r) { swap_out(0, r); });
-    commit(0);
+    swap_out_and_commit(0);
   }
   for (int step = first_step; step <= _config.steps; ++step) {
     if (!(_session->resumed_from() && step == first_step)) {
@@ -332,9 +349,7 @@ int Job::run() {
           allgather(step - 1, r);
         });
     }
-    if (on_gpu()) upload(step);
-    phase(step, "swap-out", step, [&](PhaseReport& r) { swap_out(step, r); });
-    commit(step);
+    swap_out_and_commit(step);
   }
   if (!_session->resumed_from() || _config.steps >= first_step)
     phase(_config.steps + 1, "swap-in", _config.steps, [&](PhaseReport& r) { swap_in(_config.steps, r); });

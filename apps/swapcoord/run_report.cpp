@@ -1,5 +1,6 @@
 #include "run_report.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -100,9 +101,30 @@ void RunReport::row(int step, const char* name, int epoch, const PhaseStats& s) 
   }
 }
 
+void RunReport::coordination(const Coordination& c) {
+  if (_rank == 0) _coordination.push_back(c);
+}
+
+namespace {
+double median_overhead(const std::vector<RunReport::Coordination>& list) {
+  std::vector<double> v;
+  for (const auto& c : list) v.push_back(c.overhead());
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+}  // namespace
+
 void RunReport::footer(const std::string& json_path) const {
   if (_rank != 0) return;
   std::printf("#\n# Wrong values: %llu %s\n", static_cast<unsigned long long>(_wrong), _wrong == 0 ? "OK" : "ERROR");
+  if (!_coordination.empty()) {
+    std::string steps;
+    for (const auto& c : _coordination) steps += fmt::format("{}{:+.1f}%", steps.empty() ? "" : " ", 100 * c.overhead());
+    std::printf("# Coordination: swap-out + commit wall time over the slowest rank's own I/O (swap-out + fdatasync): "
+                "median %+.1f%% (per step: %s)\n",
+                100 * median_overhead(_coordination), steps.c_str());
+  }
   std::printf("# Avg swap-out bandwidth: %.2f GB/s  Avg swap-in bandwidth: %.2f GB/s (aggregate over ranks)\n#\n",
               _out_count ? _out_gbps_sum / _out_count : 0.0, _in_count ? _in_gbps_sum / _in_count : 0.0);
   if (!json_path.empty()) write_json(json_path);
@@ -117,6 +139,10 @@ void RunReport::write_json(const std::string& path) const {
     ranks.push_back({{"rank", r}, {"host", topo.hosts()[ur]}, {"node", topo.node_of_rank()[ur]},
                      {"local_rank", topo.local_rank_of_rank()[ur]}, {"bytes", plan.rank_bytes[ur]}});
   }
+  json coordination = json::array();
+  for (const auto& c : _coordination)
+    coordination.push_back({{"step", c.step}, {"wall_s", c.wall_s}, {"io_s", c.io_s}, {"sync_s", c.sync_s},
+                            {"rows_s", c.rows_s}, {"catalog_s", c.catalog_s}, {"overhead", c.overhead()}});
   const json doc{{"tool", "swapcoord run"}, {"version", SWAPCOORD_VERSION}, {"mpi", mpi_library_version()},
                  {"argv", _argv}, {"config", _config.to_json()}, {"world_size", topo.world_size()},
                  {"node_count", topo.node_count()}, {"tensors", _tensors},
@@ -124,7 +150,8 @@ void RunReport::write_json(const std::string& path) const {
                  {"plan", {{"fingerprint", fmt::format("{:016x}", plan.fingerprint())},
                            {"total_bytes", plan.total_bytes()}, {"rank_imbalance", plan.rank_imbalance()},
                            {"node_imbalance", plan.node_imbalance()}, {"node_bytes", plan.node_bytes}}},
-                 {"ranks", ranks}, {"phases", _phases}, {"wrong", _wrong},
+                 {"ranks", ranks}, {"phases", _phases}, {"coordination", coordination},
+                 {"coordination_overhead_median", median_overhead(_coordination)}, {"wrong", _wrong},
                  {"result", _wrong == 0 ? "ok" : "wrong values"}};
   try {
     write_private_file(path, doc.dump(2) + "\n");

@@ -20,6 +20,15 @@ class RunReport {
             std::vector<std::string> argv);
   // Keeps a phase's figures (every rank); rank 0 prints its row.
   void row(int step, const char* name, int epoch, const PhaseStats& stats);
+  // The cost of coordinating one swap-out and its commit (rank 0 keeps it): the slowest
+  // rank's wall time from the start of the swap-out to the end of the commit, against the
+  // slowest rank's own I/O (its swap-out plus its fdatasync), and where the rest went.
+  struct Coordination {
+    int step = 0;
+    double wall_s = 0, io_s = 0, sync_s = 0, rows_s = 0, catalog_s = 0;
+    double overhead() const noexcept { return io_s > 0 ? wall_s / io_s - 1 : 0; }
+  };
+  void coordination(const Coordination& c);
   // Rank 0: the footer, and the JSON report when `json_path` is not empty.
   void footer(const std::string& json_path) const;
   std::uint64_t wrong() const noexcept { return _wrong; }
@@ -33,6 +42,7 @@ class RunReport {
   std::size_t _tensors;
   int _rank = 0;
   nlohmann::json _phases = nlohmann::json::array();
+  std::vector<Coordination> _coordination;
   std::uint64_t _wrong = 0;
   double _out_gbps_sum = 0, _in_gbps_sum = 0;
   int _out_count = 0, _in_count = 0;

@@ -813,11 +813,17 @@ Buffer<char> catalog_image(const std::string& name, const Catalog& header, Gathe
 // renames it over <dir>/catalog.h5 (rename replaces a symbolic link of that name, never
 // its target), calls stage("renamed") and fsyncs the directory. Until the rename any
 // failure removes the temporary file and leaves catalog.h5 as it was.
-void install_catalog(const std::string& dir, std::span<const char> bytes,
-                     const std::function<void(const char*)>& stage) {
-  const std::string tmp = dir + "/" + kTmpName, final_path = dir + "/" + kFinalName;
-  const UniqueFd directory(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!directory) throw SystemError(fmt::format("catalog: cannot open the directory of '{}'", tmp), errno);
+UniqueFd open_catalog_dir(const std::string& dir) {
+  UniqueFd directory(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!directory)
+    throw SystemError(fmt::format("catalog: cannot open the directory of '{}'", dir + "/" + kTmpName), errno);
+  return directory;
+}
+
+// Writes `bytes` to <dir>/catalog.h5.tmp and makes it durable; on failure removes it.
+void write_temp(const std::string& dir, std::span<const char> bytes) {
+  const std::string tmp = dir + "/" + kTmpName;
+  const UniqueFd directory = open_catalog_dir(dir);
   const int at = directory.get();
   // A stale temporary file (a crash between write and rename), or a link planted there:
   // unlinkat removes the name itself, and O_EXCL | O_NOFOLLOW refuses whatever appears
@@ -841,16 +847,39 @@ void install_catalog(const std::string& dir, std::span<const char> bytes,
     }
     if (::fsync(file.get()) != 0) throw SystemError(fmt::format("catalog: fsync of '{}'", tmp), errno);
     if (::close(file.release()) != 0) throw SystemError(fmt::format("catalog: closing '{}'", tmp), errno);
-    if (stage) stage("written");
-    if (::renameat(at, kTmpName, at, kFinalName) != 0)
-      throw SystemError(fmt::format("catalog: renaming '{}' to '{}'", tmp, final_path), errno);
   } catch (...) {
     file.reset();
     ::unlinkat(at, kTmpName, 0);  // best effort: the error above is the one to report
     throw;
   }
+}
+
+// Calls stage("written"), renames <dir>/catalog.h5.tmp over <dir>/catalog.h5 (rename
+// replaces a symbolic link of that name, never its target), calls stage("renamed") and
+// fsyncs the directory. A failed rename removes the temporary file.
+void rename_temp(const std::string& dir, const std::function<void(const char*)>& stage) {
+  const std::string tmp = dir + "/" + kTmpName, final_path = dir + "/" + kFinalName;
+  const UniqueFd directory = open_catalog_dir(dir);
+  const int at = directory.get();
+  try {
+    if (stage) stage("written");
+    if (::renameat(at, kTmpName, at, kFinalName) != 0)
+      throw SystemError(fmt::format("catalog: renaming '{}' to '{}'", tmp, final_path), errno);
+  } catch (...) {
+    ::unlinkat(at, kTmpName, 0);  // best effort: the error above is the one to report
+    throw;
+  }
   if (stage) stage("renamed");
   if (::fsync(at) != 0) throw SystemError(fmt::format("catalog: fsync of the directory '{}'", dir), errno);
+}
+
+// Writes <dir>/catalog.h5.tmp, makes it durable, renames it over <dir>/catalog.h5 and
+// fsyncs the directory (stage: see rename_temp). Until the rename any failure removes the
+// temporary file and leaves catalog.h5 as it was.
+void install_catalog(const std::string& dir, std::span<const char> bytes,
+                     const std::function<void(const char*)>& stage) {
+  write_temp(dir, bytes);
+  rename_temp(dir, stage);
 }
 
 }  // namespace
@@ -1390,6 +1419,15 @@ int catalog_part_epoch(std::span<const std::byte> packed) {
 
 void write_catalog(const std::string& dir, const Catalog& header, std::span<const std::vector<std::byte>> parts,
                    const std::function<void(const char*)>& stage) {
+  write_catalog_temp(dir, header, parts);
+  rename_catalog_temp(dir, stage);
+}
+
+void rename_catalog_temp(const std::string& dir, const std::function<void(const char*)>& stage) {
+  rename_temp(dir, stage);
+}
+
+void write_catalog_temp(const std::string& dir, const Catalog& header, std::span<const std::vector<std::byte>> parts) {
   quiet_hdf5();
   Gathered all;
   std::uint64_t file_base = 0;
@@ -1429,7 +1467,7 @@ void write_catalog(const std::string& dir, const Catalog& header, std::span<cons
     file_base += head.files;
   }
   const auto image = catalog_image(dir + "/" + kTmpName, header, all);
-  install_catalog(dir, image, stage);
+  write_temp(dir, image);
 }
 
 }  // namespace swapcoord

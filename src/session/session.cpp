@@ -376,6 +376,7 @@ struct SwapSession::Impl {
   std::chrono::milliseconds timeout{0};
   mutable std::mutex stats_mutex;
   SessionStats stats;
+  CommitFigures last_commit;
   std::shared_ptr<ErrorSink> sink = std::make_shared<ErrorSink>();
   std::function<void(const char*)> commit_stage;
   // Scratch of the I/O thread (sized once).
@@ -1442,6 +1443,19 @@ int SwapSession::commit(std::string_view metadata) {
   Catalog header;
   std::vector<std::byte> packed;
   PhaseReport local;
+  CommitFigures figures;
+  auto rows_start = start;
+  // The data files' fdatasync runs on a thread of its own while this one packs the rows and
+  // rank 0 writes the catalog's temporary file; the catalog is renamed into place only
+  // after every rank's sync is done (the "commit: synced" barrier).
+  std::thread syncer;
+  std::exception_ptr sync_error;
+  struct Joiner {
+    std::thread& t;
+    ~Joiner() {
+      if (t.joinable()) t.join();
+    }
+  } joiner{syncer};
   try {
     s.wait_all();
     for (std::size_t li = 0; li < s.mine.size(); ++li) {
@@ -1450,11 +1464,22 @@ int SwapSession::commit(std::string_view metadata) {
       else (void)s.readable_slot(li);  // throws for none / lost, naming the tensor
     }
     s.stage("sync");
-    if (s.options.aio.fsync)
+    if (s.options.aio.fsync) {
+      std::vector<const SwapFile*> written;
       for (std::size_t slot = 0; slot < 2; ++slot)
         for (std::size_t k = 0; k < s.dirty[slot].size(); ++k)
-          if (s.dirty[slot][k]) s.files[slot][k].sync();
-    s.stage("commit");
+          if (s.dirty[slot][k]) written.push_back(&s.files[slot][k]);
+      syncer = std::thread([written = std::move(written), &figures, &sync_error] {
+        const auto sync_start = Clock::now();
+        try {
+          for (const SwapFile* f : written) f->sync();
+        } catch (...) {
+          sync_error = std::current_exception();
+        }
+        figures.sync_seconds = seconds_since(sync_start);
+      });
+    }
+    rows_start = Clock::now();
     std::array<bool, 2> used{false, false};  // slots holding a piece after this commit
     for (const auto& st : s.states)
       used[static_cast<std::size_t>(st.kind == PieceState::Kind::pending ? st.pending_slot : st.committed_slot)] = true;
@@ -1516,10 +1541,13 @@ int SwapSession::commit(std::string_view metadata) {
     local.message = fmt::format("{}: {}", s.who, e.what());
   }
   s.sync->end_phase("commit: rows", epoch, local);  // PhaseError on every rank if one failed
+  figures.rows_seconds = seconds_since(rows_start);
+  const auto catalog_start = Clock::now();
 
   // Rank 0 has the commit's outcome in `written.wrong`: 0 committed, 1 failed with the
   // previous catalog in place, 2 failed and cannot tell, 3 committed but a later step failed.
   PhaseReport written;
+  bool temp_written = false;
   if (t.rank() != 0) {
     s.part_send.wait();  // the previous commit's rows (taken long ago)
     s.part_send.start(std::move(packed), s.parts_comm.get());
@@ -1527,7 +1555,36 @@ int SwapSession::commit(std::string_view metadata) {
     try {
       std::vector<std::vector<std::byte>> parts = receive_catalog_parts(s.parts_comm.get(), epoch, std::move(packed),
                                                                         s.timeout);
-      write_catalog(s.catalog_dir, header, parts, s.commit_stage);
+      write_catalog_temp(s.catalog_dir, header, parts);
+      temp_written = true;
+    } catch (const std::exception& e) {
+      written.message = fmt::format("{}: {}", s.who, e.what());
+      written.wrong = 1;  // the previous catalog is in place
+    }
+  }
+  figures.catalog_seconds = seconds_since(catalog_start);
+  if (syncer.joinable()) syncer.join();
+  PhaseReport synced;
+  if (sync_error) {
+    synced.failed = true;
+    try {
+      std::rethrow_exception(sync_error);
+    } catch (const std::exception& e) {
+      synced.message = fmt::format("{}: {}", s.who, e.what());
+    }
+  }
+  s.stage("commit");
+  try {
+    s.sync->end_phase("commit: synced", epoch, synced);  // PhaseError on every rank if one failed
+  } catch (...) {
+    std::error_code ignored;  // best effort: the PhaseError is what to report
+    if (temp_written) std::filesystem::remove(s.catalog_dir + "/catalog.h5.tmp", ignored);  // never renamed
+    throw;
+  }
+  if (temp_written) {
+    const auto rename_start = Clock::now();
+    try {
+      rename_catalog_temp(s.catalog_dir, s.commit_stage);
     } catch (const std::exception& e) {
       written.message = fmt::format("{}: {}", s.who, e.what());
       try {
@@ -1536,6 +1593,7 @@ int SwapSession::commit(std::string_view metadata) {
         written.wrong = std::filesystem::exists(catalog_path()) ? 2 : 1;
       }
     }
+    figures.catalog_seconds += seconds_since(rename_start);
   }
   const PhaseStats outcome = s.sync->end_phase("commit: catalog", epoch, written);
   s.commit_uncertain = outcome.wrong == 2;
@@ -1545,6 +1603,8 @@ int SwapSession::commit(std::string_view metadata) {
   SwapFigures f;
   f.seconds = seconds_since(start);
   s.add_stats(&SessionStats::commit, f);
+  figures.seconds = f.seconds;
+  s.last_commit = figures;
   return epoch;
 }
 
@@ -1589,6 +1649,7 @@ PhaseStats SwapSession::end_phase(std::string_view phase, int epoch, const Phase
   return _impl->sync->end_phase(phase, epoch, report);
 }
 
+const CommitFigures& SwapSession::last_commit() const noexcept { return _impl->last_commit; }
 const SwapPlan& SwapSession::plan() const noexcept { return _impl->plan; }
 const Topology& SwapSession::topology() const noexcept { return *_impl->topo; }
 const std::vector<TensorSpec>& SwapSession::tensors() const noexcept { return _impl->tensors; }

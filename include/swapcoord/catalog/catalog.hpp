@@ -127,6 +127,14 @@ std::vector<std::byte> pack_catalog_part(int epoch, const CatalogPart& part);
 int catalog_part_epoch(std::span<const std::byte> packed);
 void write_catalog(const std::string& dir, const Catalog& header, std::span<const std::vector<std::byte>> parts,
                    const std::function<void(const char* stage)>& stage = {});
+// write_catalog in its two steps, for a caller that makes its data durable between them
+// (the session: the catalog file is written while the ranks fdatasync their swap files,
+// and renamed once they all have). write_catalog_temp leaves <dir>/catalog.h5.tmp
+// complete and fsynced, catalog.h5 untouched; rename_catalog_temp calls stage("written"),
+// renames it over catalog.h5, calls stage("renamed") and fsyncs <dir>. A failure of either
+// removes catalog.h5.tmp and (before the rename) leaves catalog.h5 as it was.
+void write_catalog_temp(const std::string& dir, const Catalog& header, std::span<const std::vector<std::byte>> parts);
+void rename_catalog_temp(const std::string& dir, const std::function<void(const char* stage)>& stage = {});
 
 // Collective over `comm`: gathers every rank's part on rank 0 (rows in rank order), which
 // builds the catalog in memory (HDF5's core driver) with its trailer (seal_catalog), then

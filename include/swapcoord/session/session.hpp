@@ -66,6 +66,15 @@ struct SwapFigures {
   std::uint64_t prefetched_bytes = 0;  // swap_in: bytes served from prefetch()
 };
 
+// Where this rank's time in its last commit() went.
+struct CommitFigures {
+  double sync_seconds = 0;     // fdatasync of the files written since the previous commit
+  double rows_seconds = 0;     // the catalog rows packed, and the barrier over every rank
+  double catalog_seconds = 0;  // rank 0: receiving the rows, writing, syncing and renaming
+                               // catalog.h5; other ranks: sending theirs
+  double seconds = 0;          // all of it, to the end of the barrier on the outcome
+};
+
 // Cumulative figures of this rank, per kind of call.
 struct SessionStats {
   struct Kind {
@@ -163,6 +172,8 @@ class SwapSession {
   // (32 KiB), no NUL byte: otherwise the commit fails on every rank, naming rank 0.
   // Returns the new committed epoch.
   int commit(std::string_view metadata = {});
+  // This rank's figures of its last commit() (zeros before the first).
+  const CommitFigures& last_commit() const noexcept;
   // Collective: reads every committed piece on the node that holds it and compares its
   // XXH64 with the catalog's.
   SessionCheck verify();
