@@ -758,6 +758,14 @@ void merge_names(Gathered& all) {
 // seal_catalog writes it. Empties `records` as it goes (rank 0's memory: see commit_catalog).
 Buffer<char> catalog_image(const std::string& name, const Catalog& header, Gathered& records) {
   merge_names(records);
+  // Every row's tensor is named (a part whose names left one out is damaged): a catalog
+  // that load_catalog would refuse never replaces a good one.
+  for (const TensorRecord& t : records.tensors) {
+    const auto it = std::lower_bound(records.names.begin(), records.names.end(), t.id,
+                                     [](const NameRecord& n, std::uint32_t id) { return n.id < id; });
+    if (it == records.names.end() || it->id != t.id)
+      throw Error(fmt::format("catalog: tensor {} has rows but no name (damaged catalog rows)", t.id));
+  }
   // The core driver grows its memory in steps of this size: one step for the whole file.
   const std::size_t expected = records.tensors.size() * sizeof(TensorRecord) +
                                records.names.size() * sizeof(NameRecord) + records.text.size() +
@@ -859,18 +867,24 @@ void write_temp(const std::string& dir, std::span<const char> bytes) {
 // fsyncs the directory. A failed rename removes the temporary file.
 void rename_temp(const std::string& dir, const std::function<void(const char*)>& stage) {
   const std::string tmp = dir + "/" + kTmpName, final_path = dir + "/" + kFinalName;
-  const UniqueFd directory = open_catalog_dir(dir);
-  const int at = directory.get();
+  UniqueFd directory;
   try {
+    directory = open_catalog_dir(dir);
     if (stage) stage("written");
-    if (::renameat(at, kTmpName, at, kFinalName) != 0)
+    if (::renameat(directory.get(), kTmpName, directory.get(), kFinalName) != 0)
       throw SystemError(fmt::format("catalog: renaming '{}' to '{}'", tmp, final_path), errno);
   } catch (...) {
-    ::unlinkat(at, kTmpName, 0);  // best effort: the error above is the one to report
+    // Best effort: the error above is the one to report.
+    if (directory) {
+      ::unlinkat(directory.get(), kTmpName, 0);
+    } else {
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+    }
     throw;
   }
   if (stage) stage("renamed");
-  if (::fsync(at) != 0) throw SystemError(fmt::format("catalog: fsync of the directory '{}'", dir), errno);
+  if (::fsync(directory.get()) != 0) throw SystemError(fmt::format("catalog: fsync of the directory '{}'", dir), errno);
 }
 
 // Writes <dir>/catalog.h5.tmp, makes it durable, renames it over <dir>/catalog.h5 and
@@ -1435,13 +1449,27 @@ void write_catalog_temp(const std::string& dir, const Catalog& header, std::span
     const auto& bytes = parts[p];
     PackedPart head{};
     if (bytes.size() >= sizeof head) std::memcpy(&head, bytes.data(), sizeof head);
-    const std::uint64_t want = sizeof head + head.tensors * sizeof(TensorRecord) + head.files * sizeof(FileRecord) +
-                               head.roots * sizeof(RootRecord) + sizeof(RankRecord) +
-                               head.names * sizeof(NameRecord) + head.text;
+    // The counts come from another rank: checked against the bytes there are, one table at
+    // a time, so that no product or sum can wrap.
+    const auto damaged = [&] {
+      return Error(fmt::format("catalog commit of epoch {}: the rows of rank {} are damaged ({} bytes)", header.epoch,
+                               p, bytes.size()));
+    };
     if (bytes.size() < sizeof head || std::memcmp(head.magic, kPartMagic, sizeof kPartMagic) != 0 ||
-        bytes.size() != want || head.epoch != header.epoch)
-      throw Error(fmt::format("catalog commit of epoch {}: the rows of rank {} are damaged ({} bytes)", header.epoch,
-                              p, bytes.size()));
+        head.epoch != header.epoch)
+      throw damaged();
+    std::uint64_t left = bytes.size() - sizeof head;
+    const auto consume = [&](std::uint64_t count, std::size_t record) {
+      if (count > left / record) throw damaged();
+      left -= count * record;
+    };
+    consume(head.tensors, sizeof(TensorRecord));
+    consume(head.files, sizeof(FileRecord));
+    consume(head.roots, sizeof(RootRecord));
+    consume(1, sizeof(RankRecord));
+    consume(head.names, sizeof(NameRecord));
+    consume(head.text, 1);
+    if (left != 0) throw damaged();
     const std::size_t first_tensor = all.tensors.size(), first_name = all.names.size();
     const std::uint64_t text_base = all.text.size();
     const std::byte* at = bytes.data() + sizeof head;

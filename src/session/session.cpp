@@ -518,7 +518,9 @@ void SwapSession::Impl::register_io(std::size_t staging_bytes) {
       log::warn(fmt::format("{}: aio.register: the {} backend has no registered I/O; going on without", who,
                             engine->name()));
   } catch (const Error& e) {
-    log::warn(fmt::format("{}: aio.register: {}; going on without registered I/O", who, e.what()));
+    const IoRegistration now = engine->registration();
+    log::warn(fmt::format("{}: aio.register: {}; going on with {} registered buffers and {} files", who, e.what(),
+                          now.buffers, now.files));
   }
 }
 
@@ -1571,6 +1573,8 @@ int SwapSession::commit(std::string_view metadata) {
       std::rethrow_exception(sync_error);
     } catch (const std::exception& e) {
       synced.message = fmt::format("{}: {}", s.who, e.what());
+    } catch (...) {
+      synced.message = fmt::format("{}: the fdatasync of its files failed", s.who);
     }
   }
   s.stage("commit");
@@ -1691,7 +1695,13 @@ void SwapSession::set_commit_stage_hook(std::function<void(const char*)> hook) {
 void SwapSession::remove_files() {
   Impl& s = *_impl;
   collectively(s.world(), s.who, [&] { s.wait_all(); });
-  s.engine->unregister_files();  // the engine holds registered files open: let them close
+  if (s.engine->registration().files > 0) {  // the engine holds registered files open: let them close
+    try {
+      s.engine->unregister_files();
+    } catch (const Error& e) {  // a stopped engine: its rings, and their registrations, are gone
+      log::warn(fmt::format("{}: remove_files: {}", s.who, e.what()));
+    }
+  }
   for (auto& f : s.files) f.clear();
   // Both generations' file names of this rank, then its directory.
   const int me = s.topo->rank();

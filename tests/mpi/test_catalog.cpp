@@ -1096,6 +1096,43 @@ TEST(CatalogCommit, RanksThatNameOneTensorDifferentlyFailTheCommit) {
   EXPECT_THAT(message, AllOf(HasSubstr("tensor 1234"), HasSubstr("rank0.sees.this"), HasSubstr("rank1.sees.this")));
 }
 
+TEST(CatalogCommit, DamagedPackedRowsAreRefusedWithoutTouchingTheCatalog) {
+  // write_catalog reads other ranks' packed parts: counts that do not match the bytes (a
+  // count near 2^64, a truncated part, another epoch) are an Error, never a crash.
+  if (world_rank() != 0) return;
+  TempDir dir;
+  const CatalogPart part = make_part(0, 3, dir.path(), rows_plus_one);
+  const std::vector<std::byte> good = pack_catalog_part(3, part);
+  ASSERT_EQ(catalog_part_epoch(good), 3);
+  // The header: magic[8], epoch, then the counts of tensors, files, roots, names, text.
+  const auto with_count = [&](std::size_t field, std::uint64_t value) {
+    std::vector<std::byte> bad = good;
+    std::memcpy(bad.data() + 16 + 8 * field, &value, sizeof value);
+    return bad;
+  };
+  std::vector<std::pair<std::string, std::vector<std::byte>>> cases = {
+      {"text count near 2^64", with_count(4, ~std::uint64_t{0} - 4)},
+      {"tensor count near 2^64", with_count(0, ~std::uint64_t{0} / 8)},
+      {"names one too many", with_count(3, 1000)},
+      {"truncated", std::vector<std::byte>(good.begin(), good.end() - 3)},
+      {"empty", {}},
+  };
+  for (const auto& [what, bytes] : cases) {
+    SCOPED_TRACE(what);
+    const std::vector<std::vector<std::byte>> parts{bytes};
+    try {
+      write_catalog(dir.path(), make_header(3, 1), parts);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr("the rows of rank 0 are damaged"));
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir.path() + "/catalog.h5"));
+    EXPECT_FALSE(std::filesystem::exists(dir.path() + "/catalog.h5.tmp"));
+  }
+  const std::vector<std::vector<std::byte>> parts{good};
+  EXPECT_NO_THROW(write_catalog(dir.path(), make_header(3, 1), parts));
+}
+
 TEST(CatalogLoad, ANameOutsideTheTextIsRejected) {
   CommittedCatalog catalog;
   ASSERT_TRUE(catalog.ok());
