@@ -147,16 +147,19 @@ void Job::swap_out_and_commit(int step) {
   _epoch_in_flight = step;
   phase(step, "commit", step, [&](PhaseReport&) { _session->commit(); });
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
-  // The slowest rank of each figure (outside the time measured above).
-  const CommitFigures& c = _session->last_commit();
-  double mine[5] = {wall, own + c.sync_seconds, c.sync_seconds, c.rows_seconds, c.catalog_seconds}, most[5] = {};
-  {
-    Watchdog::Scope guard(*_watchdog, fmt::format("the coordination figures of step {}", step),
-                          std::chrono::milliseconds(static_cast<long long>(_config.session.phase_timeout_s * 1000)));
-    mpi_check(MPI_Allreduce(mine, most, 5, MPI_DOUBLE, MPI_MAX, _session->topology().world()),
-              "MPI_Allreduce (coordination figures)");
-  }
-  _report->coordination({step, most[0], most[1], most[2], most[3], most[4]});
+  // The slowest rank's figures (outside the time measured above), through phase barriers,
+  // which have the deadline and name a rank that does not arrive; rows and catalog are
+  // rank 0's.
+  const CommitFigures c = _session->last_commit();
+  const auto slowest = [&](const char* what, double seconds) {
+    PhaseReport r;
+    r.seconds = seconds;
+    return _session->end_phase(what, step, r).seconds_max;
+  };
+  const double wall_max = slowest("coordination: wall", wall);
+  const double io_max = slowest("coordination: I/O", own + c.sync_seconds);
+  const double sync_max = slowest("coordination: sync", c.sync_seconds);
+  _report->coordination({step, wall_max, io_max, sync_max, c.rows_seconds, c.catalog_seconds});
 }
 
 void Job::swap_out(int epoch, PhaseReport& report) {
