@@ -1,6 +1,7 @@
-// The coordinated path against the engine alone (issue 12, target 1), side by side in one
-// run under mpirun. Every rank holds --bytes of tensors (--tensor-size each) in ordinary
-// caller memory, and per round, in alternating order:
+// The coordinated path against the engine alone (issue 12, targets 1 and 5), side by side
+// in one run under mpirun. Every rank holds --bytes of tensors (--tensor-size each) in
+// caller memory (--memory: pinned by default, as the engine's buffer is), and per round,
+// in alternating order:
 //   engine   one pinned buffer of --bytes written to a preallocated file (IoEngine::run)
 //            and fdatasync'ed ("write+sync"), then read back ("read"): `swapcoord bench`'s
 //            figures at the same bytes
@@ -8,21 +9,26 @@
 //            "swap-out+commit"), then swap_in of every tensor ("swap-in"), with the
 //            session's checksums on (swap.verify) and two slots, as a training job runs it
 // Each timed operation starts after a barrier and ends at the slowest rank (MPI_MAX of the
-// rank's seconds; both waited for without spinning); GB/s = all ranks' bytes / that time / 1e9. Two session rounds run
-// before the timed ones, so both slots' files exist; they are reported apart, as the first
-// swap-out+commit into each slot. Prints every round, the medians and the ratios
-// session / engine.
+// rank's seconds; both waited for without spinning); GB/s = all ranks' bytes / that time /
+// 1e9. Two session rounds run before the timed ones (one into each slot), reported apart.
+// Then --fresh sessions on new files each time their first swap-out+commit into each slot
+// and the overwrites that follow (target 5). Prints every round, the medians and the
+// ratios session / engine and first / overwrite.
 //
 //   mpirun -np 2 build/release/bench/bench_session --dir /nvme/tmp --bytes 1G --rounds 5
 #include <mpi.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,6 +37,8 @@
 #include <nlohmann/json.hpp>
 
 #include "swapcoord/buffer/pinned_allocation.hpp"
+#include "swapcoord/common/align.hpp"
+#include "swapcoord/common/error.hpp"
 #include "swapcoord/common/mix.hpp"
 #include "swapcoord/io/io_engine.hpp"
 #include "swapcoord/io/swap_file.hpp"
@@ -45,7 +53,10 @@ struct Options {
   std::string dir = ".", bytes = "1G", tensor_size = "16M", buffer_size = "16M", backend = "libaio", json;
   std::size_t buffer_count = 4;
   int rounds = 5;
+  int fresh = 3;
   bool verify = true;
+  std::string memory = "pinned";
+  std::string prepare = "write";
 };
 
 double median(std::vector<double> v) {
@@ -117,21 +128,33 @@ int run(const Options& o) {
   options.buffer_count = o.buffer_count;
   options.buffer_size = parse_size(o.buffer_size, "--buffer-size");
   options.verify = o.verify;
+  options.prepare = o.prepare;
   options.overwrite = true;
   auto session = SwapSession::create(MPI_COMM_WORLD, tensors, options);
-  std::vector<std::vector<std::byte>> memory;
+  // The tensors' memory (--memory): `pinned` is what the engine's side uses (PinnedAllocation:
+  // locked, on huge pages), as DeepSpeed's pinned tensors are; `pageable` is page-aligned
+  // ordinary memory; both move in place. `unaligned` is ordinary memory 64 bytes past a
+  // page, as PyTorch's CPU allocator aligns it: it goes through staging.
+  std::uint64_t local_bytes = 0;
+  for (const PlanPiece& p : session.local_pieces()) local_bytes += align_up(p.bytes, 4096);
+  const std::size_t skew = o.memory == "unaligned" ? 64 : 0;
+  PinnedAllocation pinned_tensors(o.memory == "pinned" ? local_bytes : 0);
+  std::unique_ptr<std::byte, decltype(&std::free)> plain(
+      o.memory == "pinned" ? nullptr : static_cast<std::byte*>(std::aligned_alloc(4096, local_bytes + 4096)), &std::free);
+  std::byte* next = o.memory == "pinned" ? pinned_tensors.data() : plain.get() + skew;
+  if (next == nullptr) throw SystemError("cannot allocate the tensors' memory", ENOMEM);
   std::vector<std::uint32_t> ids;
   std::vector<TensorView> views;
   for (const PlanPiece& p : session.local_pieces()) {
-    memory.emplace_back(p.bytes);
-    auto* w = reinterpret_cast<std::uint64_t*>(memory.back().data());
+    auto* w = reinterpret_cast<std::uint64_t*>(next);
     for (std::uint64_t i = 0; i < p.bytes / 8; ++i) w[i] = mix64(i ^ (std::uint64_t{p.tensor} << 40));
     ids.push_back(p.tensor);
-    views.push_back({memory.back().data(), p.numel, DType::f32, Device::cpu()});
+    views.push_back({next, p.numel, DType::f32, Device::cpu()});
+    next += align_up(p.bytes, 4096);
   }
-  std::uint64_t local_bytes = 0, session_bytes = 0;
-  for (const auto& v : views) local_bytes += v.size_bytes();
-  MPI_Allreduce(&local_bytes, &session_bytes, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+  std::uint64_t view_bytes = 0, session_bytes = 0;
+  for (const auto& v : views) view_bytes += v.size_bytes();
+  MPI_Allreduce(&view_bytes, &session_bytes, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
   const double engine_bytes = static_cast<double>(bytes) * size;
   std::vector<double> first;  // the first swap-out+commit into each slot (target 5)
   for (int warm = 0; warm < 2; ++warm)  // both slots' files made and written once
@@ -145,10 +168,10 @@ int run(const Options& o) {
   };
   std::vector<Round> rounds;
   if (rank == 0) {
-    std::printf("# bench_session: %d ranks, %s per rank (%zu tensors of %s, balanced), backend %s, staging %zu x %s, "
-                "verify %s\n# dir %s\n#\n# %5s %12s %12s %14s %12s %10s %10s\n", size, o.bytes.c_str(), count,
-                o.tensor_size.c_str(), o.backend.c_str(), o.buffer_count, o.buffer_size.c_str(), o.verify ? "on" : "off",
-                root.c_str(), "round", "write+sync", "read", "swap-out+cmt", "swap-in", "out/write", "in/read");
+    std::printf("# bench_session: %d ranks, %s per rank (%zu tensors of %s, balanced, %s), backend %s, staging %zu x %s, "
+                "verify %s, prepare %s\n# dir %s\n#\n# %5s %12s %12s %14s %12s %10s %10s\n", size, o.bytes.c_str(), count,
+                o.tensor_size.c_str(), (o.memory + (o.memory == "unaligned" ? " memory: staged" : " memory: in place")).c_str(), o.backend.c_str(),
+                o.buffer_count, o.buffer_size.c_str(), o.verify ? "on" : "off", o.prepare.c_str(), root.c_str(), "round", "write+sync", "read", "swap-out+cmt", "swap-in", "out/write", "in/read");
     std::printf("# %5s %12s %12s %14s %12s %10s %10s\n", "", "(GB/s)", "(GB/s)", "(GB/s)", "(GB/s)", "", "");
   }
   for (int r = 0; r < o.rounds; ++r) {
@@ -179,6 +202,30 @@ int run(const Options& o) {
       std::printf("  %5d %12.2f %12.2f %14.2f %12.2f %10.3f %10.3f\n", r, x.engine_write_sync, x.engine_read,
                   x.session_out, x.session_in, x.session_out / x.engine_write_sync, x.session_in / x.engine_read);
   }
+  // Target 5 side by side: --fresh times, a new session (new files, made and prepared at
+  // set-up, untimed), then swap-out+commit into slot 0 and slot 1 (each slot's first
+  // write), then into slot 0 and slot 1 again (overwrites). Ratio: first / overwrite.
+  std::vector<double> fresh_first, fresh_over, fresh_ratio;
+  for (int f = 0; f < o.fresh; ++f) {
+    SessionOptions fresh_options = options;
+    fresh_options.job = "bench-fresh-" + std::to_string(f);
+    fresh_options.catalog_dir = root + "/catalog-fresh-" + std::to_string(f);
+    auto s = SwapSession::create(MPI_COMM_WORLD, tensors, fresh_options);
+    std::array<double, 4> gbps{};
+    for (double& g : gbps)
+      g = static_cast<double>(session_bytes) / timed([&] {
+        s.swap_out(ids, views);
+        s.commit();
+      }) / 1e9;
+    s.remove_files();
+    const double first_pair = 2 / (1 / gbps[0] + 1 / gbps[1]), over_pair = 2 / (1 / gbps[2] + 1 / gbps[3]);
+    fresh_first.push_back(first_pair);
+    fresh_over.push_back(over_pair);
+    fresh_ratio.push_back(first_pair / over_pair);
+    if (rank == 0)
+      std::printf("# fresh files %d: first swap-out+commit into slot 0, 1: %.2f, %.2f GB/s; overwrites: %.2f, %.2f GB/s; "
+                  "first / overwrite %.3f\n", f, gbps[0], gbps[1], gbps[2], gbps[3], first_pair / over_pair);
+  }
   auto column = [&](double Round::*field) {
     std::vector<double> v;
     for (const auto& x : rounds) v.push_back(x.*field);
@@ -198,16 +245,22 @@ int run(const Options& o) {
                 median(column(&Round::session_out)), median(column(&Round::session_in)));
     std::printf("# session / engine (median of the per-round ratios): swap-out+commit %.3f x write+sync, swap-in %.3f "
                 "x read\n", median(out_ratio), median(in_ratio));
+    if (o.fresh > 0)
+      std::printf("# first write into a slot / overwrite (median of %d fresh sessions, swap.prepare %s): %.3f "
+                  "(%.2f against %.2f GB/s)\n", o.fresh, o.prepare.c_str(), median(fresh_ratio), median(fresh_first),
+                  median(fresh_over));
     if (!o.json.empty()) {
       nlohmann::json doc{{"tool", "bench_session"}, {"ranks", size}, {"bytes_per_rank", bytes},
                          {"tensor_bytes", tensor_bytes}, {"backend", o.backend}, {"buffer_count", o.buffer_count},
-                         {"buffer_size", options.buffer_size}, {"verify", o.verify},
+                         {"buffer_size", options.buffer_size}, {"verify", o.verify}, {"memory", o.memory}, {"prepare", o.prepare},
                          {"engine_write_sync_gbps", column(&Round::engine_write_sync)},
                          {"engine_read_gbps", column(&Round::engine_read)},
                          {"session_swap_out_commit_gbps", column(&Round::session_out)},
                          {"session_swap_in_gbps", column(&Round::session_in)},
                          {"out_ratio_median", median(out_ratio)}, {"in_ratio_median", median(in_ratio)},
-                         {"first_swap_out_commit_gbps", first}};
+                         {"first_swap_out_commit_gbps", first},
+                         {"fresh_first_gbps", fresh_first}, {"fresh_overwrite_gbps", fresh_over},
+                         {"fresh_ratio_median", median(fresh_ratio)}};
       std::ofstream(o.json) << doc.dump(2) << "\n";
     }
   }
@@ -227,10 +280,18 @@ int main(int argc, char** argv) {
   app.add_option("--bytes", o.bytes, "Bytes per rank")->capture_default_str();
   app.add_option("--tensor-size", o.tensor_size, "Bytes per tensor")->capture_default_str();
   app.add_option("--rounds", o.rounds, "Timed rounds (medians reported)")->capture_default_str();
+  app.add_option("--fresh", o.fresh, "Sessions on new files: first write into a slot against an overwrite")
+      ->capture_default_str();
   app.add_option("--backend", o.backend, "I/O backend of both sides")->capture_default_str();
   app.add_option("--buffer-count", o.buffer_count, "Session staging buffers")->capture_default_str();
   app.add_option("--buffer-size", o.buffer_size, "Session staging buffer size")->capture_default_str();
   app.add_flag("!--no-verify", o.verify, "Session checksums off");
+  app.add_option("--memory", o.memory, "The tensors' memory: pinned, pageable (both in place) or unaligned (staged)")
+      ->check(CLI::IsMember({"pinned", "pageable", "unaligned"}))
+      ->capture_default_str();
+  app.add_option("--prepare", o.prepare, "swap.prepare of the session's files: write or allocate")
+      ->check(CLI::IsMember({"write", "allocate"}))
+      ->capture_default_str();
   app.add_option("--json", o.json, "Write the figures (rank 0)");
   int rc = 0;
   try {

@@ -74,6 +74,11 @@ void add_run_flags(CLI::App* cmd, RunCli& c) {
            ->transform(decimal_integer(true))
            ->default_str(std::to_string(s.slots)),
        [](const RunCli& f, RunConfig& r) { r.session.slots = f.slots; });
+  flag(cmd->add_option("--prepare", c.prepare,
+                       "swap.prepare: new swap files written with zeros at set-up (write) or only reserved (allocate)")
+           ->check(CLI::IsMember({"write", "allocate"}))
+           ->default_str(s.prepare),
+       [](const RunCli& f, RunConfig& r) { r.session.prepare = f.prepare; });
   flag(cmd->add_option("--policy", c.policy, "balanced, sharded or round-robin")
            ->default_str(std::string(to_string(s.plan.policy))),
        [](const RunCli& f, RunConfig& r) { r.session.plan.policy = parse_policy(f.policy); });

@@ -13,7 +13,7 @@ namespace swapcoord::app {
 
 struct RunCli {
   std::string config, json, roots, job, layout, policy, preset, tensors, swap, backend, direct,
-      node_key, shard_threshold, buffer_size, block_size, catalog_dir, prefetch_bytes, device;
+      node_key, shard_threshold, buffer_size, block_size, catalog_dir, prefetch_bytes, device, prepare;
   double scale = 0, phase_timeout = 0;
   int steps = 0, slots = 0;
   std::size_t buffer_count = 0, queue_depth = 0, threads = 0;

@@ -5,6 +5,9 @@
     swapcoord.Session     the C++ SwapSession over an mpi4py communicator: tensors by name,
                           swap out / in / prefetch, commit, resume, verify
     swapcoord.torch       OptimizerSwapper: Adam / AdamW state on NVMe around each step()
+    swapcoord.pinned_empty(shape, dtype)
+                          a CPU tensor in page-aligned (pinned where allowed) memory, which
+                          a Session reads and writes in place: no staging copy
 
 Errors: swapcoord.Error (RuntimeError) and its subclasses ConfigError (also ValueError),
 IoError (also OSError: errno, .path, .offset), PhaseError (.failed_rank), PhaseTimeout;
@@ -19,11 +22,12 @@ from ._swapcoord import (  # noqa: F401
     default_alignment_bytes,
     default_backend,
 )
+from ._tensors import pinned_empty  # noqa: F401
 from .aio import AioHandle  # noqa: F401
 from .plan import plan_pieces, shard_ranges  # noqa: F401
 from .session import Session  # noqa: F401
 
 __all__ = [
-    "AioHandle", "Session", "plan_pieces", "shard_ranges",
+    "AioHandle", "Session", "pinned_empty", "plan_pieces", "shard_ranges",
     "Error", "ConfigError", "IoError", "PhaseError", "PhaseTimeout",
 ]

@@ -1,5 +1,6 @@
 """Turning torch tensors (or anything with the buffer protocol) into (address, bytes) for
-the extension, with the checks that make that safe."""
+the extension, with the checks that make that safe; and page-aligned tensors."""
+from . import _swapcoord
 
 
 def dtype_name(dtype):
@@ -34,3 +35,25 @@ def device_index(tensor):
 
     torch.cuda.current_stream(tensor.device).synchronize()
     return tensor.device.index
+
+
+def pinned_empty(shape, dtype, what="pinned_empty"):
+    """An uninitialised CPU tensor in page-aligned memory (huge pages where it is large
+    enough; locked where RLIMIT_MEMLOCK allows, else unlocked with one warning): the
+    memory a session reads and writes in place, with no staging copy."""
+    import torch
+
+    shape = (int(shape),) if isinstance(shape, int) else tuple(int(n) for n in shape)
+    if any(n < 0 for n in shape):
+        raise _swapcoord.ConfigError(f"{what}: shape {shape} has a negative size")
+    numel = 1
+    for n in shape:
+        numel *= n
+    if numel == 0:
+        return torch.empty(shape, dtype=dtype)
+    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    try:
+        memory = _swapcoord.PinnedBuffer(nbytes)
+    except _swapcoord.Error as error:
+        raise MemoryError(f"{what}: {nbytes} bytes for shape {shape} of {dtype}: {error}") from None
+    return torch.frombuffer(memory, dtype=dtype, count=numel).view(shape)

@@ -26,7 +26,7 @@ import os
 import torch
 
 from . import _swapcoord
-from ._tensors import tensor_memory
+from ._tensors import pinned_empty, tensor_memory
 
 
 class AioHandle:
@@ -134,20 +134,9 @@ class AioHandle:
     def new_cpu_locked_tensor(self, num_elem, example_tensor):
         """A CPU tensor of num_elem elements of example_tensor's dtype in page-aligned,
         page-locked memory (mlock; unlocked with a warning when RLIMIT_MEMLOCK is too low)."""
-        dtype = example_tensor.dtype
-        element_size = torch.empty((), dtype=dtype).element_size()
-        num_elem = int(num_elem)
-        if num_elem < 0:
-            raise _swapcoord.ConfigError(f"new_cpu_locked_tensor: num_elem {num_elem} is negative")
-        if num_elem == 0:
-            return torch.empty(0, dtype=dtype)
-        try:
-            memory = _swapcoord.PinnedBuffer(num_elem * element_size)
-        except _swapcoord.IoError as error:
-            raise MemoryError(f"new_cpu_locked_tensor of {num_elem} elements ({num_elem * element_size} bytes): "
-                              f"{error}") from None
-        tensor = torch.frombuffer(memory, dtype=dtype, count=num_elem)
-        self._locked[tensor.data_ptr()] = memory
+        tensor = pinned_empty(int(num_elem), example_tensor.dtype, "new_cpu_locked_tensor")
+        if tensor.numel():
+            self._locked[tensor.data_ptr()] = tensor
         return tensor
 
     def free_cpu_locked_tensor(self, tensor):

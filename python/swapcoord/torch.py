@@ -44,6 +44,7 @@ import time
 import torch
 
 from . import _swapcoord
+from ._tensors import pinned_empty
 from .session import Session
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq")
@@ -145,8 +146,9 @@ class OptimizerSwapper:
         self._capacity = max((n for _, _, n in bound), default=0)
 
     def _buffer_set(self):
+        # Page-aligned: each group's state is read and written in place (no staging copy).
         keys = _STATE_KEYS + (("master",) if self.master_on_nvme else ())
-        return {key: torch.empty(self._capacity, dtype=torch.float32) for key in keys}
+        return {key: pinned_empty(self._capacity, torch.float32, "OptimizerSwapper") for key in keys}
 
     def _names(self, k, with_master):
         names = [f"exp_avg.{k}", f"exp_avg_sq.{k}"]

@@ -78,7 +78,7 @@ constexpr const char* kAioKeys =
     "use_gds, direct, fsync, backend, register";
 constexpr const char* kSwapKeys =
     "roots, catalog_dir, create_roots, overwrite, job, layout, policy, shard_threshold, alignment, slots, buffer_count, "
-    "buffer_size, prefetch_bytes, pin_memory, verify, phase_timeout_s, node_key";
+    "buffer_size, prefetch_bytes, pin_memory, verify, prepare, phase_timeout_s, node_key";
 
 template <std::size_t N>
 bool contains(const std::string_view (&list)[N], std::string_view key) {
@@ -255,6 +255,8 @@ void apply_swap(SessionOptions& o, const json& body, const Reader& r) {
       o.pin_memory = r.boolean(value, key);
     } else if (name == "verify") {
       o.verify = r.boolean(value, key);
+    } else if (name == "prepare") {
+      o.prepare = r.string(value, key, "write or allocate");
     } else if (name == "phase_timeout_s") {
       o.phase_timeout_s = r.number(value, key, "a number of seconds");
     } else if (name == "node_key") {
@@ -394,6 +396,8 @@ void SessionOptions::validate() const {
     throw ConfigError(fmt::format("aio.register: needs aio.backend io_uring, not '{}' (libaio and posix have no "
                                   "registered I/O)", backend));
   if (slots != 1 && slots != 2) throw ConfigError(fmt::format("swap.slots: {} is not 1 or 2", slots));
+  if (prepare != "write" && prepare != "allocate")
+    throw ConfigError(fmt::format("swap.prepare: '{}' is not one of write, allocate", prepare));
   if (buffer_count < 2 || buffer_count > kMaxBufferCount)
     throw ConfigError(fmt::format("swap.buffer_count: {} is not between 2 and {}", buffer_count, kMaxBufferCount));
   if (buffer_size == 0 || buffer_size > kMaxBufferSize || !is_aligned(buffer_size, kPage))
@@ -450,6 +454,7 @@ nlohmann::json SessionOptions::to_json() const {
             {"prefetch_bytes", prefetch_bytes},
             {"pin_memory", pin_memory},
             {"verify", verify},
+            {"prepare", prepare},
             {"phase_timeout_s", phase_timeout_s},
             {"node_key", node_key}}}};
 }

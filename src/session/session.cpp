@@ -397,6 +397,7 @@ struct SwapSession::Impl {
         .string();
   }
   void ensure_files(int slot);
+  void write_zeros(SwapFile& file);  // swap.prepare "write", through the staging memory
   void register_io(std::size_t staging_bytes);
   SwapLocation location(std::size_t li, int slot) {
     const PlanPiece& p = mine[li];
@@ -419,10 +420,14 @@ struct SwapSession::Impl {
   void wait_all();
   // fill / drain move the bytes of location i at an offset; `step` bytes at most per call
   // (kHashStep, or the whole staging chunk for device copies).
+  // `in_place`: empty, or per id the part moved straight from and to the caller's memory
+  // (AsyncTensorSwapper's rule; fill and drain see that memory itself there).
   SwapFigures do_swap_out(std::vector<std::uint32_t> ids, FunctionRef<void(std::size_t, std::uint64_t, std::span<std::byte>)> fill,
-                          std::size_t step = kHashStep);
+                          std::size_t step = kHashStep, std::span<const InPlace> in_place = {});
   SwapFigures do_swap_in(std::vector<std::uint32_t> ids, FunctionRef<void(std::size_t, std::uint64_t, std::span<const std::byte>)> drain,
-                         std::size_t step = kHashStep);
+                         std::size_t step = kHashStep, std::span<const InPlace> in_place = {});
+  // Host views aligned to the plan's alignment move in place: their aligned part.
+  std::vector<InPlace> in_place_of(std::span<const TensorView> views) const;
   SwapFigures do_prefetch(std::vector<std::uint32_t> ids);
   void read_inherited(std::size_t li, FunctionRef<void(std::uint64_t, std::span<const std::byte>)> sink, std::uint64_t& bytes);
   void migrate(std::size_t li);
@@ -551,6 +556,16 @@ void SwapSession::Impl::ensure_files(int slot) {
       if (::fchmod(made.back().fd(), 0600) != 0) throw SystemError(fmt::format("cannot chmod 0600 '{}'", path), errno);
       if (!existed) dir->second.second = true;
     }
+    // swap.prepare "write": each new file is written once with zeros and synced, now, so
+    // that its blocks are allocated and written (ext4 and XFS convert a preallocated,
+    // unwritten extent on its first write, and the next fdatasync journals that): the
+    // first swap-out into the slot is then an overwrite.
+    if (options.prepare == "write")
+      for (std::size_t k = 0; k < file_count; ++k)
+        if (fresh[k]) {
+          write_zeros(made[k]);
+          fresh[k] = 0;  // its allocation is durable now
+        }
     // New names are durable before any catalog can name them.
     for (const auto& [path, dir] : dirs)
       if (dir.second) fsync_fd(dir.first.get(), path);
@@ -562,6 +577,28 @@ void SwapSession::Impl::ensure_files(int slot) {
   out = std::move(made);
   // A new file's allocation is made durable by the next commit, with the files written.
   dirty[static_cast<std::size_t>(slot)] = std::move(fresh);
+}
+
+void SwapSession::Impl::write_zeros(SwapFile& file) {
+  // The whole staging memory, zeroed, written over the file in staging-sized requests.
+  const std::size_t chunk = staging.size() * staging.front().size_bytes();
+  std::byte* zeros = staging.front().bytes();
+  std::memset(zeros, 0, chunk);
+  std::vector<IoRequest> writes;
+  for (std::uint64_t offset = 0; offset < file.size_bytes(); offset += chunk)
+    writes.push_back({IoOp::write, &file, zeros, offset,
+                      static_cast<std::size_t>(std::min<std::uint64_t>(chunk, file.size_bytes() - offset))});
+  engine->run(writes);
+  file.sync();
+}
+
+std::vector<InPlace> SwapSession::Impl::in_place_of(std::span<const TensorView> views) const {
+  const std::uint64_t unit = plan.options.alignment_bytes;  // the swapper's alignment
+  std::vector<InPlace> in_place(views.size());
+  for (std::size_t i = 0; i < views.size(); ++i)
+    if (views[i].device.is_cpu() && is_aligned(views[i].data, unit))
+      in_place[i] = {views[i].bytes(), align_down(views[i].size_bytes(), unit)};
+  return in_place;
 }
 
 SwapHandle SwapSession::Impl::post(std::function<SwapFigures()> work) {
@@ -578,7 +615,7 @@ void SwapSession::Impl::wait_all() {
 
 SwapFigures SwapSession::Impl::do_swap_out(std::vector<std::uint32_t> ids,
                                            FunctionRef<void(std::size_t, std::uint64_t, std::span<std::byte>)> fill,
-                                           std::size_t step) {
+                                           std::size_t step, std::span<const InPlace> in_place) {
   const auto start = Clock::now();
   locations.clear();
   order.clear();
@@ -614,7 +651,7 @@ SwapFigures SwapSession::Impl::do_swap_out(std::vector<std::uint32_t> ids,
         XXH64_update(h, out.data(), data);
         if (offset + data == p.bytes) digests[i] = XXH64_digest(h);
       }
-    });
+    }, in_place);
   } catch (...) {
     for (const auto li : order) states[li].kind = PieceState::Kind::lost;
     throw;
@@ -701,12 +738,13 @@ void SwapSession::Impl::read_inherited(std::size_t li, FunctionRef<void(std::uin
 
 SwapFigures SwapSession::Impl::do_swap_in(std::vector<std::uint32_t> ids,
                                           FunctionRef<void(std::size_t, std::uint64_t, std::span<const std::byte>)> drain,
-                                          std::size_t step) {
+                                          std::size_t step, std::span<const InPlace> in_place) {
   const auto start = Clock::now();
   SwapFigures f;
   locations.clear();
   order.clear();
   std::vector<std::size_t> index_of;  // per location: index into ids
+  std::vector<InPlace> direct;        // per location, if in_place is given
   std::vector<std::size_t> from_prefetch, from_catalog;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     const std::size_t li = local_index(ids[i]);
@@ -719,6 +757,7 @@ SwapFigures SwapSession::Impl::do_swap_in(std::vector<std::uint32_t> ids,
       locations.push_back(location(li, slot));
       order.push_back(static_cast<std::uint32_t>(li));
       index_of.push_back(i);
+      if (!in_place.empty()) direct.push_back(in_place[i]);
     }
   }
   auto expected = [&](std::size_t li) {
@@ -751,7 +790,7 @@ SwapFigures SwapSession::Impl::do_swap_in(std::vector<std::uint32_t> ids,
           if (got != expected(li)) throw mismatch(li, got, locations[i].file->path());
         }
       }
-    });
+    }, direct);
     for (const auto& l : locations) f.bytes += l.bytes;
   }
   for (const std::size_t i : from_prefetch) {
@@ -1311,11 +1350,6 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
   }
   collectively(s->world(), s->who, [&] {
     if (s->resumed) s->check_resumed_files();
-    // Every slot's files, now: a resumed file keeps its data (same size, no truncation);
-    // new ones are created and preallocated here, at set-up, so that the first swap-out
-    // into a slot does not pay for making its files (and a full disk shows up now, on
-    // every rank, rather than in some later swap-out).
-    for (int slot = 0; slot < o.slots; ++slot) s->ensure_files(slot);
     AioConfig aio = o.aio;
     aio.fsync = false;  // commit() syncs each written file once
     s->engine = make_engine(o.backend, aio);
@@ -1336,6 +1370,12 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
     for (std::size_t i = 0; i < o.buffer_count; ++i)
       s->staging.push_back({base + i * o.buffer_size, o.buffer_size, DType::u8, Device::cpu()});
     s->swapper.emplace(*s->engine, s->staging, s->plan.options.alignment_bytes);
+    // Every slot's files, now (after the engine and staging, which swap.prepare "write"
+    // uses): a resumed file keeps its data (same size, no truncation); new ones are created,
+    // preallocated and prepared here, at set-up, so that the first swap-out into a slot does
+    // not pay for making its files (and a full disk shows up now, on every rank, rather than
+    // in some later swap-out).
+    for (int slot = 0; slot < o.slots; ++slot) s->ensure_files(slot);
     if (o.register_io) s->register_io(total);
     s->locations.reserve(s->mine.size());
     s->order.reserve(s->mine.size());
@@ -1366,14 +1406,16 @@ SwapHandle SwapSession::swap_out_async(std::span<const std::uint32_t> ids, std::
   std::vector<TensorView> copy(views.begin(), views.end());
   const bool on_device = std::any_of(copy.begin(), copy.end(), [](const TensorView& v) { return !v.device.is_cpu(); });
   return s.post([&s, on_device, list = std::move(list), copy = std::move(copy)]() mutable {
+    const std::vector<InPlace> in_place = s.in_place_of(copy);
     return s.do_swap_out(list, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
       const TensorView& v = copy[i];
       const std::uint64_t size = v.size_bytes();
       const auto data = offset < size ? static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size - offset)) : 0;
-      if (data && v.device.is_cpu()) std::memcpy(out.data(), v.bytes() + offset, data);
-      if (data && !v.device.is_cpu()) s.stager(v.device.index).to_host(out.first(data), v.bytes() + offset);
+      const std::byte* from = v.bytes() + offset;
+      if (data && v.device.is_cpu() && out.data() != from) std::memcpy(out.data(), from, data);  // else in place
+      if (data && !v.device.is_cpu()) s.stager(v.device.index).to_host(out.first(data), from);
       std::memset(out.data() + data, 0, out.size() - data);
-    }, on_device ? ~std::size_t{0} : kHashStep);
+    }, on_device ? ~std::size_t{0} : kHashStep, in_place);
   });
 }
 
@@ -1385,14 +1427,16 @@ SwapHandle SwapSession::swap_in_async(std::span<const std::uint32_t> ids, std::s
   std::vector<TensorView> copy(views.begin(), views.end());
   const bool on_device = std::any_of(copy.begin(), copy.end(), [](const TensorView& v) { return !v.device.is_cpu(); });
   return s.post([&s, on_device, list = std::move(list), copy = std::move(copy)]() mutable {
+    const std::vector<InPlace> in_place = s.in_place_of(copy);
     return s.do_swap_in(list, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
       const TensorView& v = copy[i];
       const std::uint64_t size = v.size_bytes();
       if (offset >= size) return;
       const auto part = in.first(static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), size - offset)));
-      if (v.device.is_cpu()) std::memcpy(v.bytes() + offset, part.data(), part.size());
-      else s.stager(v.device.index).to_device(v.bytes() + offset, part);
-    }, on_device ? ~std::size_t{0} : kHashStep);
+      std::byte* to = v.bytes() + offset;
+      if (v.device.is_cpu() && part.data() != to) std::memcpy(to, part.data(), part.size());  // else read in place
+      if (!v.device.is_cpu()) s.stager(v.device.index).to_device(to, part);
+    }, on_device ? ~std::size_t{0} : kHashStep, in_place);
   });
 }
 

@@ -51,13 +51,25 @@ AsyncTensorSwapper::AsyncTensorSwapper(IoEngine& engine, std::span<const TensorV
 
 AsyncTensorSwapper::~AsyncTensorSwapper() { drain(); }
 
-void AsyncTensorSwapper::check(std::span<const SwapLocation> locations) const {
+void AsyncTensorSwapper::check(std::span<const SwapLocation> locations, std::span<const InPlace> in_place) const {
   for (std::size_t i = 0; i < locations.size(); ++i) {
     const auto& l = locations[i];
     if (l.file == nullptr || !is_aligned(l.bytes, _alignment) || !is_aligned(l.offset, _alignment))
       throw Error(fmt::format("AsyncTensorSwapper: location {} ({} bytes at offset {} of '{}') "
                               "is not aligned to {} bytes", i, l.bytes, l.offset,
                               l.file ? l.file->path() : std::string("(no file)"), _alignment));
+  }
+  if (!in_place.empty() && in_place.size() != locations.size())
+    throw Error(fmt::format("AsyncTensorSwapper: {} in-place ranges for {} locations", in_place.size(),
+                            locations.size()));
+  for (std::size_t i = 0; i < in_place.size(); ++i) {
+    const InPlace& p = in_place[i];
+    if (p.bytes == 0) continue;
+    if (p.data == nullptr || !is_aligned(p.data, _alignment) || !is_aligned(p.bytes, _alignment) ||
+        p.bytes > locations[i].bytes)
+      throw Error(fmt::format("AsyncTensorSwapper: location {} ({} bytes): its in-place range ({} bytes at {}) is "
+                              "not a multiple of {} bytes aligned to it within the location", i, locations[i].bytes,
+                              p.bytes, static_cast<const void*>(p.data), _alignment));
   }
 }
 
@@ -80,19 +92,24 @@ void AsyncTensorSwapper::check(std::span<const TensorView> tensors,
   }
 }
 
-void AsyncTensorSwapper::plan(Slot& slot, Cursor& cursor, IoOp op,
-                              std::span<const SwapLocation> locations) {
+void AsyncTensorSwapper::plan(Slot& slot, Cursor& cursor, IoOp op, std::span<const SwapLocation> locations,
+                              std::span<const InPlace> in_place) {
   slot.requests.clear();
   slot.pieces.clear();
-  std::size_t fill = 0;
-  while (cursor.tensor < locations.size() && fill < _buffer_bytes) {
+  std::size_t group = 0;  // bytes in this group, staged or in place
+  std::size_t fill = 0;   // of them, staged
+  while (cursor.tensor < locations.size() && group < _buffer_bytes) {
     const SwapLocation& location = locations[cursor.tensor];
-    const std::uint64_t left = location.bytes - cursor.done;
-    const auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, _buffer_bytes - fill));
+    const std::uint64_t direct = in_place.empty() ? 0 : in_place[cursor.tensor].bytes;
+    // In place up to `direct`, staged after it; both end at the group's budget.
+    const std::uint64_t end = cursor.done < direct ? direct : location.bytes;
+    const auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(end - cursor.done, _buffer_bytes - group));
     if (chunk > 0) {
-      slot.pieces.push_back({cursor.tensor, cursor.done, chunk, fill});
-      slot.requests.push_back({op, location.file, slot.data + fill, location.offset + cursor.done, chunk});
-      fill += chunk;
+      std::byte* data = cursor.done < direct ? in_place[cursor.tensor].data + cursor.done : slot.data + fill;
+      slot.pieces.push_back({cursor.tensor, cursor.done, chunk, data});
+      slot.requests.push_back({op, location.file, data, location.offset + cursor.done, chunk});
+      if (cursor.done >= direct) fill += chunk;
+      group += chunk;
       cursor.done += chunk;
     }
     if (cursor.done == location.bytes) {
@@ -122,27 +139,30 @@ void AsyncTensorSwapper::drain() noexcept {
   }
 }
 
-void AsyncTensorSwapper::write_stream(std::span<const SwapLocation> locations, FillFn fill) {
-  check(locations);
-  write_pipeline(locations, fill);
+void AsyncTensorSwapper::write_stream(std::span<const SwapLocation> locations, FillFn fill,
+                                      std::span<const InPlace> in_place) {
+  check(locations, in_place);
+  write_pipeline(locations, fill, in_place);
 }
 
-void AsyncTensorSwapper::read_stream(std::span<const SwapLocation> locations, DrainFn drain_fn) {
-  check(locations);
-  read_pipeline(locations, drain_fn);
+void AsyncTensorSwapper::read_stream(std::span<const SwapLocation> locations, DrainFn drain_fn,
+                                     std::span<const InPlace> in_place) {
+  check(locations, in_place);
+  read_pipeline(locations, drain_fn, in_place);
 }
 
-void AsyncTensorSwapper::write_pipeline(std::span<const SwapLocation> locations, FillFn fill) {
+void AsyncTensorSwapper::write_pipeline(std::span<const SwapLocation> locations, FillFn fill,
+                                        std::span<const InPlace> in_place) {
   try {
     Cursor cursor;
     for (std::size_t next = 0; cursor.tensor < locations.size(); next = (next + 1) % _slots.size()) {
       Slot& slot = _slots[next];
       wait(slot);  // its previous write must be done before the buffer is refilled
-      plan(slot, cursor, IoOp::write, locations);
+      plan(slot, cursor, IoOp::write, locations, in_place);
       if (slot.requests.empty()) break;
       const auto start = Clock::now();
       for (const Piece& piece : slot.pieces) {
-        fill(piece.location, piece.offset, {slot.data + piece.buffer_offset, piece.bytes});
+        fill(piece.location, piece.offset, {piece.data, piece.bytes});
         _stats.bytes_out += piece.bytes;
       }
       _stats.copy_seconds += seconds_since(start);
@@ -156,13 +176,14 @@ void AsyncTensorSwapper::write_pipeline(std::span<const SwapLocation> locations,
   }
 }
 
-void AsyncTensorSwapper::read_pipeline(std::span<const SwapLocation> locations, DrainFn drain_fn) {
+void AsyncTensorSwapper::read_pipeline(std::span<const SwapLocation> locations, DrainFn drain_fn,
+                                       std::span<const InPlace> in_place) {
   try {
     Cursor cursor;
     const std::size_t n = _slots.size();
     // Start the first groups; then, in order, finish the oldest and start the next.
     auto start_group = [&](Slot& slot) {
-      plan(slot, cursor, IoOp::read, locations);
+      plan(slot, cursor, IoOp::read, locations, in_place);
       if (slot.requests.empty()) return;
       slot.ticket = _engine.submit(slot.requests);
       slot.busy = true;
@@ -173,7 +194,7 @@ void AsyncTensorSwapper::read_pipeline(std::span<const SwapLocation> locations, 
       wait(slot);
       const auto start = Clock::now();
       for (const Piece& piece : slot.pieces) {
-        drain_fn(piece.location, piece.offset, {slot.data + piece.buffer_offset, piece.bytes});
+        drain_fn(piece.location, piece.offset, {piece.data, piece.bytes});
         _stats.bytes_in += piece.bytes;
       }
       _stats.copy_seconds += seconds_since(start);
@@ -185,15 +206,24 @@ void AsyncTensorSwapper::read_pipeline(std::span<const SwapLocation> locations, 
   }
 }
 
+std::span<const InPlace> AsyncTensorSwapper::in_place_of(std::span<const TensorView> tensors) {
+  _in_place.clear();
+  for (const auto& t : tensors)
+    _in_place.push_back(is_aligned(t.data, _alignment) ? InPlace{t.bytes(), align_down(t.size_bytes(), _alignment)}
+                                                        : InPlace{});
+  return _in_place;
+}
+
 void AsyncTensorSwapper::swap_out(std::span<const TensorView> tensors,
                                   std::span<const SwapLocation> locations) {
   check(tensors, locations);  // also everything check(locations) checks
   write_pipeline(locations, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
     const std::uint64_t size = tensors[i].size_bytes();
     const std::size_t copy = offset < size ? static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size - offset)) : 0;
-    if (copy) std::memcpy(out.data(), tensors[i].bytes() + offset, copy);
+    const std::byte* from = tensors[i].bytes() + offset;
+    if (copy && out.data() != from) std::memcpy(out.data(), from, copy);  // else in place
     std::memset(out.data() + copy, 0, out.size() - copy);  // padding after the tensor
-  });
+  }, in_place_of(tensors));
 }
 
 void AsyncTensorSwapper::swap_in(std::span<const TensorView> tensors,
@@ -202,8 +232,9 @@ void AsyncTensorSwapper::swap_in(std::span<const TensorView> tensors,
   read_pipeline(locations, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
     const std::uint64_t size = tensors[i].size_bytes();
     const std::size_t copy = offset < size ? static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), size - offset)) : 0;
-    if (copy) std::memcpy(tensors[i].bytes() + offset, in.data(), copy);
-  });
+    std::byte* to = tensors[i].bytes() + offset;
+    if (copy && in.data() != to) std::memcpy(to, in.data(), copy);  // else read in place
+  }, in_place_of(tensors));
 }
 
 }  // namespace swapcoord

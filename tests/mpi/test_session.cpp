@@ -7,7 +7,12 @@
 // ranks of one node with different roots; a multi-node job without a catalog directory.
 // (Separate filesystems per node: tests/mpi/run/emulated_nodes.sh.)
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <mpi.h>
+#include <sys/ioctl.h>
+#include <sys/vfs.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -24,6 +29,7 @@
 #include "swapcoord/catalog/catalog_paths.hpp"
 #include "swapcoord/common/mix.hpp"
 #include "swapcoord/device/device.hpp"
+#include "swapcoord/io/unique_fd.hpp"
 #include "swapcoord/session/session.hpp"
 
 namespace swapcoord::test {
@@ -42,19 +48,22 @@ std::uint8_t value(std::uint32_t tensor, std::uint64_t byte, int version) {
                                          (static_cast<std::uint64_t>(version) * 0xd6e8feb86659fd93ULL + 7)));
 }
 
-// This rank's pieces in caller memory at an unaligned address (offset 1 into the vector).
+// This rank's pieces in caller memory at an unaligned address (not on a page boundary).
 struct Memory {
   std::vector<std::vector<std::uint8_t>> storage;
   std::vector<std::uint32_t> ids;
   std::vector<TensorView> views;
   std::vector<std::uint64_t> first_byte;  // of each piece in its tensor
 
-  explicit Memory(const SwapSession& s) {
+  // page_aligned: each view starts on a page instead, so the session moves it in place.
+  explicit Memory(const SwapSession& s, bool page_aligned = false) {
     for (const PlanPiece& p : s.local_pieces()) {
-      storage.emplace_back(p.bytes + 1);
+      storage.emplace_back(p.bytes + 4096);
       ids.push_back(p.tensor);
       const DType dtype = s.tensors()[p.tensor].dtype;
-      views.push_back({storage.back().data() + 1, p.numel, dtype, Device::cpu()});
+      const auto address = reinterpret_cast<std::uintptr_t>(storage.back().data());
+      const std::size_t skip = page_aligned ? (4096 - address % 4096) % 4096 : (address % 4096 == 0 ? 1 : 0);
+      views.push_back({storage.back().data() + skip, p.numel, dtype, Device::cpu()});
       first_byte.push_back(p.element_offset * dtype_size(dtype));
     }
   }
@@ -130,6 +139,115 @@ TEST_F(SessionTest, RoundTripsAwkwardTensorsUnderEveryPolicyAndLayout) {
       EXPECT_EQ(check.pieces, s.plan().rank_first_piece.back()) << "every rank's pieces";
       s.remove_files();
     }
+}
+
+TEST_F(SessionTest, PageAlignedMemoryMovesInPlaceAndIsStillChecked) {
+  // Views on page boundaries are read and written in place (their unaligned tails through
+  // staging): the same bytes on disk, and swap-in still checks every piece's checksum.
+  ASSERT_FALSE(dir.path().empty());
+  for (const char* backend : {"posix", "libaio"}) {
+    SCOPED_TRACE(backend);
+    SessionOptions o = options_in(dir.path() + "/" + backend, Policy::balanced, Layout::file_per_tensor);
+    o.backend = backend;
+    o.slots = 1;  // one file per piece, the piece at its start
+    SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+    Memory aligned(s, true), staged(s);
+    aligned.fill(1);
+    s.swap_out(aligned.ids, aligned.views);
+    staged.clear();
+    s.swap_in(staged.ids, staged.views);  // what was written in place reads back through staging
+    EXPECT_EQ(staged.wrong(1), 0u);
+    staged.fill(2);
+    s.swap_out(staged.ids, staged.views);
+    aligned.clear();
+    s.swap_in(aligned.ids, aligned.views);  // and the other way round
+    EXPECT_EQ(aligned.wrong(2), 0u);
+    // One flipped byte at the start of each of this rank's files: every non-empty piece's
+    // swap-in into aligned memory fails naming its tensor.
+    for (const std::string& path : s.local_files()) {
+      if (!std::filesystem::exists(path) || std::filesystem::file_size(path) == 0) continue;  // slot 1's
+      std::FILE* f = std::fopen(path.c_str(), "r+b");
+      ASSERT_NE(f, nullptr) << path;
+      const int c = std::fgetc(f);
+      std::fseek(f, 0, SEEK_SET);
+      std::fputc(c ^ 0x01, f);
+      std::fclose(f);
+    }
+    for (std::size_t i = 0; i < aligned.ids.size(); ++i) {
+      if (aligned.views[i].size_bytes() == 0) continue;
+      const std::string name = s.tensors()[aligned.ids[i]].name;
+      try {
+        s.swap_in(std::span(&aligned.ids[i], 1), std::span(&aligned.views[i], 1));
+        ADD_FAILURE() << "no checksum error for tensor '" << name << "'";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("checksum"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("'" + name + "'"), std::string::npos) << e.what();
+      }
+    }
+    s.remove_files();
+  }
+}
+
+// Bytes of `path` in unwritten (allocated, never written) extents, from FIEMAP; -1 where
+// the filesystem has no FIEMAP (tmpfs).
+std::int64_t unwritten_bytes(const std::string& path) {
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY));
+  if (!fd) return -1;
+  constexpr unsigned kExtents = 64;
+  std::vector<std::byte> buffer(sizeof(fiemap) + kExtents * sizeof(fiemap_extent));
+  auto* map = reinterpret_cast<fiemap*>(buffer.data());
+  std::int64_t unwritten = 0;
+  for (std::uint64_t start = 0;;) {
+    std::fill(buffer.begin(), buffer.end(), std::byte{0});
+    map->fm_start = start;
+    map->fm_length = FIEMAP_MAX_OFFSET;
+    map->fm_flags = FIEMAP_FLAG_SYNC;
+    map->fm_extent_count = kExtents;
+    if (::ioctl(fd.get(), FS_IOC_FIEMAP, map) != 0) return -1;
+    if (map->fm_mapped_extents == 0) return unwritten;
+    for (unsigned i = 0; i < map->fm_mapped_extents; ++i) {
+      const fiemap_extent& e = map->fm_extents[i];
+      if (e.fe_flags & FIEMAP_EXTENT_UNWRITTEN) unwritten += static_cast<std::int64_t>(e.fe_length);
+      if (e.fe_flags & FIEMAP_EXTENT_LAST) return unwritten;
+      start = e.fe_logical + e.fe_length;
+    }
+  }
+}
+
+TEST_F(SessionTest, PreparedFilesHoldNoUnwrittenExtents) {
+  // swap.prepare "write" (the default) writes each new file at set-up, so the first
+  // swap-out into a slot is an overwrite; "allocate" leaves the preallocated (unwritten)
+  // extents that ext4 and XFS convert on the first write. Seen through FIEMAP.
+  ASSERT_FALSE(dir.path().empty());
+  for (const char* prepare : {"allocate", "write"}) {
+    SCOPED_TRACE(prepare);
+    SessionOptions o = options_in(dir.path() + "/" + prepare);
+    o.prepare = prepare;
+    SwapSession s = SwapSession::create(MPI_COMM_WORLD, awkward_tensors(), o);
+    std::int64_t unwritten = 0, files = 0;
+    for (const std::string& path : s.local_files()) {
+      if (!std::filesystem::exists(path) || std::filesystem::file_size(path) == 0) continue;
+      const std::int64_t u = unwritten_bytes(path);
+      if (u < 0) GTEST_SKIP() << "no FIEMAP on the filesystem of " << path;
+      unwritten += u;
+      ++files;
+    }
+    if (std::string(prepare) == "write") EXPECT_EQ(unwritten, 0) << "over " << files << " files";
+    // On ext4, "allocate" shows them: the check above tells the two apart.
+    struct statfs fs {};
+    if (std::string(prepare) == "allocate" && files > 0 && ::statfs(dir.path().c_str(), &fs) == 0 &&
+        fs.f_type == 0xEF53)
+      EXPECT_GT(unwritten, 0) << "ext4 keeps fallocate'd blocks unwritten until written";
+    // The prepared files work as ever.
+    Memory m(s);
+    m.fill(5);
+    s.swap_out(m.ids, m.views);
+    EXPECT_EQ(s.commit(), 0);
+    m.clear();
+    s.swap_in(m.ids, m.views);
+    EXPECT_EQ(m.wrong(5), 0u);
+    s.remove_files();
+  }
 }
 
 TEST_F(SessionTest, GroupsWithPrefetchOverlapAndKeepEveryValue) {

@@ -267,6 +267,40 @@ class SessionTest(unittest.TestCase):
                 shutil.rmtree(d)
 
 
+    def test_pinned_empty_tensors_move_in_place_and_are_still_checked(self):
+        t = swapcoord.pinned_empty((3, 5000), torch.float16)
+        self.assertEqual((tuple(t.shape), t.dtype, t.data_ptr() % 4096), ((3, 5000), torch.float16, 0))
+        self.assertEqual(swapcoord.pinned_empty(0, torch.float32).numel(), 0)
+        with self.assertRaisesRegex(swapcoord.ConfigError, "pinned_empty: shape \\(4, -1\\) has a negative size"):
+            swapcoord.pinned_empty((4, -1), torch.float32)
+        d = comm.bcast(tempfile.mkdtemp(prefix="swapcoord-session-", dir="/var/tmp") if R == 0 else None)
+        try:
+            numel = (1 << 20) + 7  # an unaligned tail after the aligned part
+            with swapcoord.Session.create(comm, {"x": torch.zeros(numel)}, roots=os.path.join(d, "r"),
+                                          catalog_dir=os.path.join(d, "c"), policy="sharded") as s:
+                n = s.local_piece("x")[1]
+                out = swapcoord.pinned_empty(n, torch.float32)
+                out.copy_(torch.arange(n, dtype=torch.float32) * 3 + R)
+                s.swap_out("x", out)
+                back, plain = swapcoord.pinned_empty(n, torch.float32), torch.zeros(n)
+                back.zero_()
+                s.swap_in("x", back)
+                s.swap_in("x", plain)
+                self.assertTrue(torch.equal(back, out))
+                self.assertTrue(torch.equal(plain, out))
+                path, offset, _ = s.where("x")
+                with open(path, "r+b") as f:  # one flipped byte in the aligned part
+                    f.seek(offset + 4096)
+                    byte = f.read(1)[0]
+                    f.seek(offset + 4096)
+                    f.write(bytes([byte ^ 0x10]))
+                with self.assertRaisesRegex(swapcoord.Error, "tensor 'x'.*checksum"):
+                    s.swap_in("x", back)
+        finally:
+            comm.Barrier()
+            if R == 0:
+                shutil.rmtree(d)
+
     def test_memory_of_an_async_call_stays_alive_and_a_dropped_error_is_raised_at_close(self):
         d = comm.bcast(tempfile.mkdtemp(prefix="swapcoord-session-", dir="/var/tmp") if R == 0 else None)
         try:

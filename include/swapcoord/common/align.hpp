@@ -11,6 +11,9 @@ inline constexpr std::size_t kDefaultAlignmentBytes = 4096;
 constexpr std::uint64_t align_up(std::uint64_t value, std::uint64_t alignment) noexcept {
   return alignment <= 1 ? value : (value + alignment - 1) / alignment * alignment;
 }
+constexpr std::uint64_t align_down(std::uint64_t value, std::uint64_t alignment) noexcept {
+  return alignment <= 1 ? value : value / alignment * alignment;
+}
 constexpr bool is_aligned(std::uint64_t value, std::uint64_t alignment) noexcept {
   return alignment <= 1 || value % alignment == 0;
 }

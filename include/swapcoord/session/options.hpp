@@ -38,6 +38,10 @@ struct SessionOptions {
   std::uint64_t prefetch_bytes = 0;  // pinned memory for prefetch(); 0: buffer_count x buffer_size
   bool pin_memory = true;          // false: staging in ordinary (unlocked) page-aligned memory
   bool verify = true;              // swap-in checks each piece's XXH64 against its swap-out
+  std::string prepare = "write";   // new swap files at set-up: "write" fills them with zeros and
+                                   // syncs them, so that the first swap-out into a slot is an
+                                   // overwrite; "allocate" only reserves their blocks (faster
+                                   // set-up, slower first swap-out: see README)
   // aio
   std::string backend = "libaio";
   bool register_io = false;        // io_uring: staging buffers and swap files registered with

@@ -83,6 +83,9 @@ TEST(SessionOptions, DefaultsAreValid) {
 
 TEST(SessionOptions, ValidateNamesTheKey) {
   EXPECT_EQ(validate_error([](SessionOptions& o) { o.slots = 3; }), "swap.slots: 3 is not 1 or 2");
+  EXPECT_EQ(validate_error([](SessionOptions& o) { o.prepare = "zero"; }),
+            "swap.prepare: 'zero' is not one of write, allocate");
+  EXPECT_EQ(SessionOptions{}.prepare, "write");
   EXPECT_NE(validate_error([](SessionOptions& o) { o.slots = 0; }).find("swap.slots: 0"), std::string::npos);
   EXPECT_NE(validate_error([](SessionOptions& o) { o.buffer_count = 1; }).find("swap.buffer_count: 1"),
             std::string::npos);
@@ -137,7 +140,8 @@ TEST(ApplyConfig, EveryKeyOfSwapcoordsForm) {
     "swap": {"roots": ["/nvme0", "/nvme1"], "catalog_dir": "/shared/cat", "create_roots": false,
              "overwrite": true, "job": "j1", "layout": "file-per-tensor", "slots": 1, "policy": "round-robin",
              "shard_threshold": "1M", "alignment": 8192, "buffer_count": 6, "buffer_size": "1MiB", "prefetch_bytes": "64M",
-             "pin_memory": false, "verify": false, "phase_timeout_s": 12.5, "node_key": "env:NODE"},
+             "pin_memory": false, "verify": false, "prepare": "allocate", "phase_timeout_s": 12.5,
+             "node_key": "env:NODE"},
     "run": {"anything": "the caller's"}
   })");
   SessionOptions o;
@@ -168,6 +172,8 @@ TEST(ApplyConfig, EveryKeyOfSwapcoordsForm) {
   EXPECT_EQ(o.buffer_count, 6u);
   EXPECT_EQ(o.buffer_size, 1u << 20);
   EXPECT_EQ(o.prefetch_bytes, 64u << 20);
+  EXPECT_EQ(o.prepare, "allocate");
+  EXPECT_EQ(o.to_json()["swap"]["prepare"], "allocate");
   EXPECT_FALSE(o.pin_memory);
   EXPECT_FALSE(o.verify);
   EXPECT_DOUBLE_EQ(o.phase_timeout_s, 12.5);
@@ -281,6 +287,7 @@ TEST(ApplyConfig, RoundTripThroughToJson) {
   a.prefetch_bytes = 1 << 20;
   a.pin_memory = false;
   a.verify = false;
+  a.prepare = "allocate";
   a.backend = "io_uring";
   a.aio.block_size = 256 << 10;
   a.aio.queue_depth = 7;

@@ -2,7 +2,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <utility>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -329,6 +332,127 @@ TEST_P(AsyncTensorSwapperTest, EmptyCallsDoNothing) {
   swapper.swap_in({}, {});
   EXPECT_EQ(swapper.stats().bytes_out, 0u);
   EXPECT_EQ(swapper.stats().bytes_in, 0u);
+}
+
+// Tensors in one page-aligned region: each starts on a page (moved in place, its unaligned
+// tail staged) except those marked `skewed`, which start 64 bytes past one (all staged).
+struct AlignedWorkload {
+  std::unique_ptr<std::byte, decltype(&std::free)> region{nullptr, &std::free};
+  std::vector<TensorView> tensors;
+  std::vector<SwapLocation> locations;
+  std::vector<std::size_t> sizes;
+  std::uint64_t file_bytes = 0;
+
+  AlignedWorkload(std::initializer_list<std::pair<std::size_t, bool>> list, SwapFile* file) {
+    std::size_t total = 0;
+    for (const auto& [size, skewed] : list) total += align_up(size + (skewed ? 64 : 0), 4096);
+    region.reset(static_cast<std::byte*>(std::aligned_alloc(4096, total + 4096)));
+    std::size_t at = 0;
+    for (const auto& [size, skewed] : list) {
+      tensors.push_back(TensorView{region.get() + at + (skewed ? 64 : 0), size, DType::u8, Device::cpu()});
+      locations.push_back(SwapLocation{file, file_bytes, align_up(size, 4096)});
+      sizes.push_back(size);
+      file_bytes += align_up(size, 4096);
+      at += align_up(size + (skewed ? 64 : 0), 4096);
+    }
+  }
+  std::span<std::byte> bytes(std::size_t i) const { return {tensors[i].bytes(), sizes[i]}; }
+};
+
+TEST_P(AsyncTensorSwapperTest, AlignedTensorsMoveInPlaceWithTheirTailsStaged) {
+  const std::string path = dir.file("in-place.swp");
+  write_garbage(path, 64 * kMiB);
+  SwapFile file = SwapFile::create(path, 64 * kMiB, DirectMode::on);
+  // Sizes around the alignment and the staging buffer (1 MiB), in place and skewed.
+  AlignedWorkload w({{3 * kMiB + 5, false}, {4096, false}, {4095, false}, {kMiB + 4096, true}, {2 * kMiB, false},
+                     {5000, true}, {kMiB - 1, false}, {1, false}, {0, false}, {kMiB + 1, false}},
+                    &file);
+  for (std::size_t i = 0; i < w.tensors.size(); ++i) test::fill_pattern(w.bytes(i), 40 + i);
+  for (const auto& buffer : staging) std::memset(buffer.data, 0xCD, buffer.size_bytes());
+  AsyncTensorSwapper swapper(*engine, staging);
+  swapper.swap_out(w.tensors, w.locations);
+  const auto disk = test::read_whole_file(path);
+  for (std::size_t i = 0; i < w.tensors.size(); ++i) {
+    SCOPED_TRACE("tensor " + std::to_string(i) + " of " + std::to_string(w.sizes[i]) + " bytes");
+    const auto& l = w.locations[i];
+    EXPECT_EQ(test::count_pattern_mismatches(std::span(disk).subspan(l.offset, w.sizes[i]), 40 + i), 0u);
+    std::size_t nonzero = 0;
+    for (std::size_t b = w.sizes[i]; b < l.bytes; ++b) nonzero += disk[l.offset + b] != std::byte{0};
+    EXPECT_EQ(nonzero, 0u) << "padding after the tensor must be written as zeros";
+  }
+  // Zeros in memory, then read back in place: every byte, and nothing past a tensor's end
+  // (the bytes between tensors stay as they are).
+  for (std::size_t i = 0; i < w.tensors.size(); ++i) std::memset(w.tensors[i].data, 0, w.sizes[i]);
+  for (const std::size_t i : {0, 6}) w.tensors[i].bytes()[w.sizes[i]] = std::byte{0x5A};  // just past the end
+  swapper.swap_in(w.tensors, w.locations);
+  for (std::size_t i = 0; i < w.tensors.size(); ++i)
+    EXPECT_EQ(test::count_pattern_mismatches(w.bytes(i), 40 + i), 0u) << "tensor " << i;
+  for (const std::size_t i : {0, 6}) EXPECT_EQ(w.tensors[i].bytes()[w.sizes[i]], std::byte{0x5A}) << "past tensor " << i;
+}
+
+TEST_P(AsyncTensorSwapperTest, StreamsSeeTheCallersMemoryInPlaceAndEveryByteInOrder) {
+  SwapFile file = SwapFile::create(dir.file("stream.swp"), 16 * kMiB, DirectMode::on);
+  AlignedWorkload w({{3 * kMiB + 8192, false}, {kMiB + 100, true}, {2 * kMiB + 4096, false}}, &file);
+  for (std::size_t i = 0; i < w.tensors.size(); ++i) test::fill_pattern(w.bytes(i), 60 + i);
+  std::vector<InPlace> in_place(w.tensors.size());
+  in_place[0] = {w.tensors[0].bytes(), 3 * kMiB};       // part of the aligned bytes
+  in_place[2] = {w.tensors[2].bytes(), 2 * kMiB + 4096};  // all of them
+  AsyncTensorSwapper swapper(*engine, staging);
+  std::vector<std::uint64_t> next(w.tensors.size(), 0);
+  std::size_t in_place_calls = 0;
+  swapper.write_stream(w.locations, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
+    EXPECT_EQ(offset, next[i]) << "location " << i;
+    next[i] = offset + out.size();
+    if (offset < in_place[i].bytes) {
+      ++in_place_calls;
+      EXPECT_EQ(out.data(), w.tensors[i].bytes() + offset) << "in place: the caller's memory itself";
+      EXPECT_LE(offset + out.size(), in_place[i].bytes);
+      return;
+    }
+    EXPECT_NE(out.data(), w.tensors[i].bytes() + offset);
+    const std::size_t data = offset < w.sizes[i] ? std::min<std::size_t>(out.size(), w.sizes[i] - offset) : 0;
+    std::memcpy(out.data(), w.tensors[i].bytes() + offset, data);
+    std::memset(out.data() + data, 0, out.size() - data);
+  }, in_place);
+  EXPECT_GE(in_place_calls, 5u);  // 3 + 2 MiB in 1 MiB groups
+  for (std::size_t i = 0; i < w.tensors.size(); ++i) EXPECT_EQ(next[i], w.locations[i].bytes);
+
+  for (std::size_t i = 0; i < w.tensors.size(); ++i) std::memset(w.tensors[i].data, 0, w.sizes[i]);
+  std::fill(next.begin(), next.end(), 0);
+  swapper.read_stream(w.locations, [&](std::size_t i, std::uint64_t offset, std::span<const std::byte> in) {
+    EXPECT_EQ(offset, next[i]) << "location " << i;
+    next[i] = offset + in.size();
+    if (offset < in_place[i].bytes) {
+      EXPECT_EQ(in.data(), w.tensors[i].bytes() + offset) << "read in place";
+      return;
+    }
+    const std::size_t data = offset < w.sizes[i] ? std::min<std::size_t>(in.size(), w.sizes[i] - offset) : 0;
+    std::memcpy(w.tensors[i].bytes() + offset, in.data(), data);
+  }, in_place);
+  for (std::size_t i = 0; i < w.tensors.size(); ++i)
+    EXPECT_EQ(test::count_pattern_mismatches(w.bytes(i), 60 + i), 0u) << "tensor " << i;
+}
+
+TEST_P(AsyncTensorSwapperTest, BadInPlaceRangesAreRefusedBeforeAnyIo) {
+  SwapFile file = SwapFile::create(dir.file("bad-in-place.swp"), 4 * kMiB, DirectMode::on);
+  AlignedWorkload w({{2 * kMiB, false}, {8192, false}}, &file);
+  AsyncTensorSwapper swapper(*engine, staging);
+  auto none = [](std::size_t, std::uint64_t, std::span<std::byte>) { FAIL() << "no byte may move"; };
+  auto expect_refused = [&](std::vector<InPlace> in_place, const char* why) {
+    SCOPED_TRACE(why);
+    try {
+      swapper.write_stream(w.locations, none, in_place);
+      FAIL() << "no exception";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr("in-place"));
+    }
+  };
+  expect_refused({{w.tensors[0].bytes(), 4096}}, "one range for two locations");
+  expect_refused({{w.tensors[0].bytes() + 512, 4096}, {}}, "memory not aligned");
+  expect_refused({{w.tensors[0].bytes(), 4000}, {}}, "length not aligned");
+  expect_refused({{}, {w.tensors[1].bytes(), 12288}}, "longer than the location");
+  expect_refused({{nullptr, 4096}, {}}, "no memory");
+  EXPECT_EQ(swapper.stats().bytes_out, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(
