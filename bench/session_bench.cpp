@@ -165,6 +165,9 @@ int run(const Options& o) {
 
   struct Round {
     double engine_write_sync, engine_read, session_out, session_in;
+    // The two parts of each write side (slowest rank's seconds): the writes, then the
+    // flush (the engine's fdatasync; the session's whole commit, its fdatasync included).
+    double engine_write_s, engine_sync_s, session_write_s, session_commit_s;
   };
   std::vector<Round> rounds;
   if (rank == 0) {
@@ -178,15 +181,23 @@ int run(const Options& o) {
     Round x{};
     auto engine_side = [&] {
       x.engine_write_sync = engine_bytes / timed([&] {
+        const auto start = Clock::now();
         engine->run({&raw_write, 1});
+        const auto written = Clock::now();
         raw.sync();
+        x.engine_write_s = std::chrono::duration<double>(written - start).count();
+        x.engine_sync_s = std::chrono::duration<double>(Clock::now() - written).count();
       }) / 1e9;
       x.engine_read = engine_bytes / timed([&] { engine->run({&raw_read, 1}); }) / 1e9;
     };
     auto session_side = [&] {
       x.session_out = static_cast<double>(session_bytes) / timed([&] {
+        const auto start = Clock::now();
         session.swap_out(ids, views);
+        const auto written = Clock::now();
         session.commit();
+        x.session_write_s = std::chrono::duration<double>(written - start).count();
+        x.session_commit_s = std::chrono::duration<double>(Clock::now() - written).count();
       }) / 1e9;
       x.session_in = static_cast<double>(session_bytes) / timed([&] { session.swap_in(ids, views); }) / 1e9;
     };
@@ -197,6 +208,7 @@ int run(const Options& o) {
       session_side();
       engine_side();
     }
+    MPI_Allreduce(MPI_IN_PLACE, &x.engine_write_s, 4, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);  // the 4 parts
     rounds.push_back(x);
     if (rank == 0)
       std::printf("  %5d %12.2f %12.2f %14.2f %12.2f %10.3f %10.3f\n", r, x.engine_write_sync, x.engine_read,
@@ -231,8 +243,9 @@ int run(const Options& o) {
     for (const auto& x : rounds) v.push_back(x.*field);
     return v;
   };
-  std::vector<double> out_ratio, in_ratio;
+  std::vector<double> out_ratio, in_ratio, write_ratio;
   for (const auto& x : rounds) {
+    write_ratio.push_back(x.engine_write_s / x.session_write_s);  // > 1: the session's writes took less time
     out_ratio.push_back(x.session_out / x.engine_write_sync);
     in_ratio.push_back(x.session_in / x.engine_read);
   }
@@ -245,6 +258,11 @@ int run(const Options& o) {
                 median(column(&Round::session_out)), median(column(&Round::session_in)));
     std::printf("# session / engine (median of the per-round ratios): swap-out+commit %.3f x write+sync, swap-in %.3f "
                 "x read\n", median(out_ratio), median(in_ratio));
+    std::printf("# the write sides in two parts (medians, slowest rank): engine writes %.3f s + fdatasync %.3f s; "
+                "session swap-out %.3f s + commit %.3f s; the writes' speed session / engine %.3f\n",
+                median(column(&Round::engine_write_s)), median(column(&Round::engine_sync_s)),
+                median(column(&Round::session_write_s)), median(column(&Round::session_commit_s)),
+                median(write_ratio));
     if (o.fresh > 0)
       std::printf("# first write into a slot / overwrite (median of %d fresh sessions, swap.prepare %s): %.3f "
                   "(%.2f against %.2f GB/s)\n", o.fresh, o.prepare.c_str(), median(fresh_ratio), median(fresh_first),
@@ -257,6 +275,10 @@ int run(const Options& o) {
                          {"engine_read_gbps", column(&Round::engine_read)},
                          {"session_swap_out_commit_gbps", column(&Round::session_out)},
                          {"session_swap_in_gbps", column(&Round::session_in)},
+                         {"engine_write_seconds", column(&Round::engine_write_s)},
+                         {"engine_fdatasync_seconds", column(&Round::engine_sync_s)},
+                         {"session_swap_out_seconds", column(&Round::session_write_s)},
+                         {"session_commit_seconds", column(&Round::session_commit_s)},
                          {"out_ratio_median", median(out_ratio)}, {"in_ratio_median", median(in_ratio)},
                          {"first_swap_out_commit_gbps", first},
                          {"fresh_first_gbps", fresh_first}, {"fresh_overwrite_gbps", fresh_over},
