@@ -54,6 +54,7 @@ struct Options {
   std::size_t buffer_count = 4;
   int rounds = 5;
   int fresh = 3;
+  int slots = 2;
   bool verify = true;
   std::string memory = "pinned";
   std::string prepare = "write";
@@ -129,6 +130,7 @@ int run(const Options& o) {
   options.buffer_size = parse_size(o.buffer_size, "--buffer-size");
   options.verify = o.verify;
   options.prepare = o.prepare;
+  options.slots = o.slots;
   options.overwrite = true;
   auto session = SwapSession::create(MPI_COMM_WORLD, tensors, options);
   // The tensors' memory (--memory): `pinned` is what the engine's side uses (PinnedAllocation:
@@ -172,9 +174,9 @@ int run(const Options& o) {
   std::vector<Round> rounds;
   if (rank == 0) {
     std::printf("# bench_session: %d ranks, %s per rank (%zu tensors of %s, balanced, %s), backend %s, staging %zu x %s, "
-                "verify %s, prepare %s\n# dir %s\n#\n# %5s %12s %12s %14s %12s %10s %10s\n", size, o.bytes.c_str(), count,
+                "verify %s, prepare %s, slots %d\n# dir %s\n#\n# %5s %12s %12s %14s %12s %10s %10s\n", size, o.bytes.c_str(), count,
                 o.tensor_size.c_str(), (o.memory + (o.memory == "unaligned" ? " memory: staged" : " memory: in place")).c_str(), o.backend.c_str(),
-                o.buffer_count, o.buffer_size.c_str(), o.verify ? "on" : "off", o.prepare.c_str(), root.c_str(), "round", "write+sync", "read", "swap-out+cmt", "swap-in", "out/write", "in/read");
+                o.buffer_count, o.buffer_size.c_str(), o.verify ? "on" : "off", o.prepare.c_str(), o.slots, root.c_str(), "round", "write+sync", "read", "swap-out+cmt", "swap-in", "out/write", "in/read");
     std::printf("# %5s %12s %12s %14s %12s %10s %10s\n", "", "(GB/s)", "(GB/s)", "(GB/s)", "(GB/s)", "", "");
   }
   for (int r = 0; r < o.rounds; ++r) {
@@ -221,6 +223,7 @@ int run(const Options& o) {
   for (int f = 0; f < o.fresh; ++f) {
     SessionOptions fresh_options = options;
     fresh_options.job = "bench-fresh-" + std::to_string(f);
+    fresh_options.slots = 2;  // each slot's first write, then each slot's overwrite
     fresh_options.catalog_dir = root + "/catalog-fresh-" + std::to_string(f);
     auto s = SwapSession::create(MPI_COMM_WORLD, tensors, fresh_options);
     std::array<double, 4> gbps{};
@@ -270,7 +273,7 @@ int run(const Options& o) {
     if (!o.json.empty()) {
       nlohmann::json doc{{"tool", "bench_session"}, {"ranks", size}, {"bytes_per_rank", bytes},
                          {"tensor_bytes", tensor_bytes}, {"backend", o.backend}, {"buffer_count", o.buffer_count},
-                         {"buffer_size", options.buffer_size}, {"verify", o.verify}, {"memory", o.memory}, {"prepare", o.prepare},
+                         {"buffer_size", options.buffer_size}, {"verify", o.verify}, {"memory", o.memory}, {"prepare", o.prepare}, {"slots", o.slots},
                          {"engine_write_sync_gbps", column(&Round::engine_write_sync)},
                          {"engine_read_gbps", column(&Round::engine_read)},
                          {"session_swap_out_commit_gbps", column(&Round::session_out)},
@@ -310,6 +313,9 @@ int main(int argc, char** argv) {
   app.add_flag("!--no-verify", o.verify, "Session checksums off");
   app.add_option("--memory", o.memory, "The tensors' memory: pinned, pageable (both in place) or unaligned (staged)")
       ->check(CLI::IsMember({"pinned", "pageable", "unaligned"}))
+      ->capture_default_str();
+  app.add_option("--slots", o.slots, "The session's swap.slots: 2 (A/B) or 1 (in place)")
+      ->check(CLI::IsMember({1, 2}))
       ->capture_default_str();
   app.add_option("--prepare", o.prepare, "swap.prepare of the session's files: write or allocate")
       ->check(CLI::IsMember({"write", "allocate"}))
