@@ -593,11 +593,8 @@ void SwapSession::Impl::write_zeros(SwapFile& file) {
 }
 
 std::vector<InPlace> SwapSession::Impl::in_place_of(std::span<const TensorView> views) const {
-  const std::uint64_t unit = plan.options.alignment_bytes;  // the swapper's alignment
-  std::vector<InPlace> in_place(views.size());
-  for (std::size_t i = 0; i < views.size(); ++i)
-    if (views[i].device.is_cpu() && is_aligned(views[i].data, unit))
-      in_place[i] = {views[i].bytes(), align_down(views[i].size_bytes(), unit)};
+  std::vector<InPlace> in_place;
+  for (const auto& v : views) in_place.push_back(in_place_part(v, plan.options.alignment_bytes));  // the swapper's
   return in_place;
 }
 

@@ -208,9 +208,7 @@ void AsyncTensorSwapper::read_pipeline(std::span<const SwapLocation> locations, 
 
 std::span<const InPlace> AsyncTensorSwapper::in_place_of(std::span<const TensorView> tensors) {
   _in_place.clear();
-  for (const auto& t : tensors)
-    _in_place.push_back(is_aligned(t.data, _alignment) ? InPlace{t.bytes(), align_down(t.size_bytes(), _alignment)}
-                                                        : InPlace{});
+  for (const auto& t : tensors) _in_place.push_back(in_place_part(t, _alignment));
   return _in_place;
 }
 

@@ -50,6 +50,13 @@ struct InPlace {
   std::uint64_t bytes = 0;
 };
 
+// What of tensor `t` can move in place: its aligned bytes when it is host memory starting
+// on a multiple of `alignment`, else nothing.
+inline InPlace in_place_part(const TensorView& t, std::size_t alignment) {
+  if (!t.device.is_cpu() || !is_aligned(t.data, alignment)) return {};
+  return {t.bytes(), align_down(t.size_bytes(), alignment)};
+}
+
 class AsyncTensorSwapper {
  public:
   // `staging`: at least two buffers (not owned) of equal size, a multiple of
