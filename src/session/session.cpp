@@ -242,6 +242,15 @@ constexpr std::uint64_t kNotPrefetched = ~std::uint64_t{0};
 constexpr std::size_t kHashStep = 256 << 10;
 constexpr int kCatalogPartTag = 7801;  // on Impl::parts_comm
 
+// The buffers of sends given up on: never freed (MPI may still read them), and reachable,
+// so that leak checkers do not count them.
+void keep_for_ever(std::vector<std::byte> bytes) {
+  static std::mutex mutex;
+  static auto* kept = new std::vector<std::vector<std::byte>>;
+  const std::lock_guard lock(mutex);
+  kept->push_back(std::move(bytes));
+}
+
 // A rank's catalog rows on their way to rank 0: the buffer lives until the send is done.
 class PartSend {
  public:
@@ -255,8 +264,15 @@ class PartSend {
     int done = 0;
     MPI_Test(&_request, &done, MPI_STATUS_IGNORE);
     if (done) return;
-    MPI_Cancel(&_request);  // a commit that failed before rank 0 took these rows
-    MPI_Wait(&_request, MPI_STATUS_IGNORE);
+    // A commit that failed before rank 0 took these rows. A send may not be cancellable,
+    // and rank 0 may never take it (it stopped, which is why the commit failed): rather
+    // than wait for it (and keep this rank, and so the job, alive past every deadline),
+    // free the request as PhaseSync does and keep its buffer, which MPI may still read.
+    MPI_Cancel(&_request);
+    MPI_Test(&_request, &done, MPI_STATUS_IGNORE);
+    if (done) return;
+    MPI_Request_free(&_request);
+    keep_for_ever(std::move(_bytes));
   }
   void start(std::vector<std::byte> bytes, MPI_Comm comm) {
     _bytes = std::move(bytes);
