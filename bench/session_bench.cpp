@@ -31,6 +31,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -210,7 +211,10 @@ int run(const Options& o) {
       session_side();
       engine_side();
     }
-    MPI_Allreduce(MPI_IN_PLACE, &x.engine_write_s, 4, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);  // the 4 parts
+    std::array<double, 4> parts{x.engine_write_s, x.engine_sync_s, x.session_write_s, x.session_commit_s};
+    MPI_Allreduce(MPI_IN_PLACE, parts.data(), 4, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);  // the slowest rank's
+    std::tie(x.engine_write_s, x.engine_sync_s, x.session_write_s, x.session_commit_s) =
+        std::tuple(parts[0], parts[1], parts[2], parts[3]);
     rounds.push_back(x);
     if (rank == 0)
       std::printf("  %5d %12.2f %12.2f %14.2f %12.2f %10.3f %10.3f\n", r, x.engine_write_sync, x.engine_read,
