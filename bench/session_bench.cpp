@@ -4,13 +4,17 @@
 // in alternating order:
 //   engine   one pinned buffer of --bytes written to a preallocated file (IoEngine::run)
 //            and fdatasync'ed ("write+sync"), then read back ("read"): `swapcoord bench`'s
-//            figures at the same bytes
+//            figures at the same bytes; the rounds take turns on --engine-files files (by
+//            default as many as the session's slots: the same bytes on the device). With
+//            pinned tensors, that buffer is the tensors' memory itself: the same pages.
 //   session  SwapSession::swap_out of every tensor then commit() (its fdatasync and catalog;
 //            "swap-out+commit"), then swap_in of every tensor ("swap-in"), with the
 //            session's checksums on (swap.verify) and two slots, as a training job runs it
 // Each timed operation starts after a barrier and ends at the slowest rank (MPI_MAX of the
 // rank's seconds; both waited for without spinning); GB/s = all ranks' bytes / that time /
 // 1e9. Two session rounds run before the timed ones (one into each slot), reported apart.
+// The ratios session / engine are per round; their median comes with a distribution-free
+// 95 % interval (order statistics), so a run says how far its own noise lets it judge.
 // Then --fresh sessions on new files each time their first swap-out+commit into each slot
 // and the overwrites that follow (target 5). Prints every round, the medians and the
 // ratios session / engine and first / overwrite.
@@ -23,6 +27,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
@@ -56,6 +61,7 @@ struct Options {
   int rounds = 5;
   int fresh = 3;
   int slots = 2;
+  int engine_files = 0;  // 0: as many as slots
   bool verify = true;
   std::string memory = "pinned";
   std::string prepare = "write";
@@ -65,6 +71,48 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const std::size_t n = v.size();
   return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// A distribution-free interval of at least 95 % for the median of `v` (any noise, no
+// normal law assumed): the k-th smallest and k-th largest values, for the largest k with
+// P(Binomial(n, 1/2) < k) <= 2.5 %. For 15 rounds, the 4th and the 12th; under 6 rounds,
+// the extremes (the interval is then wider than 95 %).
+std::pair<double, double> median_interval(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  if (n == 0) return {0, 0};
+  std::size_t k = 1;
+  double below = 0, term = std::pow(0.5, static_cast<double>(n));  // P(X = 0)
+  for (std::size_t j = 0; j + 1 < n; ++j) {
+    below += term;  // P(X <= j)
+    if (below > 0.025) break;
+    k = std::max<std::size_t>(k, j + 1);  // P(X < j + 1) <= 2.5 %: the (j+1)-th smallest bounds it
+    term *= static_cast<double>(n - j) / static_cast<double>(j + 1);
+  }
+  k = std::min(k, (n + 1) / 2);
+  return {v[k - 1], v[n - k]};
+}
+
+// The share of [data, data + bytes) that the kernel backs with transparent huge pages
+// (AnonHugePages of the mappings that hold it, in /proc/self/smaps). A buffer on 4 KiB pages
+// costs the disk more segments per request and the checksum more TLB misses, so each side's
+// share is printed: both sides should have the same.
+double huge_share(const void* data, std::uint64_t bytes) {
+  const auto begin = reinterpret_cast<std::uintptr_t>(data), end = begin + bytes;
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  std::uintptr_t lo = 0, hi = 0;
+  double huge = 0;
+  while (std::getline(smaps, line)) {
+    unsigned long a = 0, b = 0, kb = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &a, &b) == 2) {
+      lo = a;
+      hi = b;
+    } else if (std::sscanf(line.c_str(), "AnonHugePages: %lu kB", &kb) == 1 && lo < end && hi > begin) {
+      huge += static_cast<double>(kb) * 1024;
+    }
+  }
+  return bytes ? std::min(1.0, huge / static_cast<double>(bytes)) : 0;
 }
 
 // Waits for a non-blocking MPI call without spinning: a rank that is done must not take a
@@ -105,19 +153,6 @@ int run(const Options& o) {
   if (rank == 0) std::filesystem::create_directories(root);
   MPI_Barrier(MPI_COMM_WORLD);
 
-  // The engine's side: one file per rank, preallocated and written once before timing.
-  AioConfig aio;
-  auto engine = make_engine(o.backend, aio);
-  const std::string raw_path = root + "/engine-" + std::to_string(rank) + ".swp";
-  SwapFile raw = SwapFile::create(raw_path, bytes, DirectMode::automatic);
-  PinnedAllocation pinned(bytes);
-  auto* words = reinterpret_cast<std::uint64_t*>(pinned.data());
-  for (std::uint64_t i = 0; i < bytes / 8; ++i) words[i] = mix64(i + 17 * static_cast<std::uint64_t>(rank));
-  const IoRequest raw_write{IoOp::write, &raw, pinned.data(), 0, bytes};
-  const IoRequest raw_read{IoOp::read, &raw, pinned.data(), 0, bytes};
-  engine->run({&raw_write, 1});
-  raw.sync();
-
   // The session's side: `count` tensors per rank in caller memory (balanced: whole tensors).
   std::vector<TensorSpec> tensors;
   for (std::size_t i = 0; i < count * static_cast<std::size_t>(size); ++i)
@@ -155,10 +190,44 @@ int run(const Options& o) {
     views.push_back({next, p.numel, DType::f32, Device::cpu()});
     next += align_up(p.bytes, 4096);
   }
+  // The engine's side: --engine-files files per rank (by default as many as the session's
+  // slots, so that both sides keep the same bytes on the device), preallocated and written
+  // once before timing; round r writes and reads file r % count, as the session's swap-out
+  // in round r writes the slot that its swap-in then reads.
+  AioConfig aio;
+  auto engine = make_engine(o.backend, aio);
+  const int engine_files = o.engine_files > 0 ? o.engine_files : o.slots;
+  // With pinned tensors, the engine moves the tensors' own memory (written by the session
+  // or the engine, it holds the same bytes): both sides then use the same pages, whose
+  // backing (huge pages in the guest, and the host's backing of a virtual machine's memory)
+  // changes the speed of I/O and of the checksum. Otherwise one pinned buffer of its own.
+  const bool shared = o.memory == "pinned" && local_bytes == bytes;
+  PinnedAllocation own(shared ? 0 : bytes);
+  std::byte* const buffer = shared ? pinned_tensors.data() : own.data();
+  if (!shared) {
+    auto* words = reinterpret_cast<std::uint64_t*>(buffer);
+    for (std::uint64_t i = 0; i < bytes / 8; ++i) words[i] = mix64(i + 17 * static_cast<std::uint64_t>(rank));
+  }
+  std::vector<SwapFile> raw;
+  std::vector<IoRequest> raw_write, raw_read;
+  for (int f = 0; f < engine_files; ++f)
+    raw.push_back(SwapFile::create(root + "/engine-" + std::to_string(rank) + "-" + std::to_string(f) + ".swp", bytes,
+                                   DirectMode::automatic));
+  for (SwapFile& file : raw) {
+    raw_write.push_back({IoOp::write, &file, buffer, 0, bytes});
+    raw_read.push_back({IoOp::read, &file, buffer, 0, bytes});
+    engine->run({&raw_write.back(), 1});
+    file.sync();
+  }
+
   std::uint64_t view_bytes = 0, session_bytes = 0;
   for (const auto& v : views) view_bytes += v.size_bytes();
   MPI_Allreduce(&view_bytes, &session_bytes, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
   const double engine_bytes = static_cast<double>(bytes) * size;
+  // The least huge-page share of any rank, per side.
+  std::array<double, 2> huge{huge_share(buffer, bytes),
+                             views.empty() ? 0 : huge_share(views.front().data, static_cast<std::uint64_t>(next - views.front().bytes()))};
+  MPI_Allreduce(MPI_IN_PLACE, huge.data(), 2, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
   std::vector<double> first;  // the first swap-out+commit into each slot (target 5)
   for (int warm = 0; warm < 2; ++warm)  // both slots' files made and written once
     first.push_back(static_cast<double>(session_bytes) / timed([&] {
@@ -171,27 +240,30 @@ int run(const Options& o) {
     // The two parts of each write side (slowest rank's seconds): the writes, then the
     // flush (the engine's fdatasync; the session's whole commit, its fdatasync included).
     double engine_write_s, engine_sync_s, session_write_s, session_commit_s;
+    double session_sync_s;  // of the commit: its fdatasync of the files (CommitFigures)
   };
   std::vector<Round> rounds;
   if (rank == 0) {
     std::printf("# bench_session: %d ranks, %s per rank (%zu tensors of %s, balanced, %s), backend %s, staging %zu x %s, "
-                "verify %s, prepare %s, slots %d\n# dir %s\n#\n# %5s %12s %12s %14s %12s %10s %10s\n", size, o.bytes.c_str(), count,
+                "verify %s, prepare %s, slots %d, engine files %d\n# the engine's buffer: %s; on huge pages (least of any rank): engine's buffer %.0f %%, "
+                "tensors %.0f %%\n# dir %s\n#\n# %5s %12s %12s %14s %12s %10s %10s\n", size, o.bytes.c_str(), count,
                 o.tensor_size.c_str(), (o.memory + (o.memory == "unaligned" ? " memory: staged" : " memory: in place")).c_str(), o.backend.c_str(),
-                o.buffer_count, o.buffer_size.c_str(), o.verify ? "on" : "off", o.prepare.c_str(), o.slots, root.c_str(), "round", "write+sync", "read", "swap-out+cmt", "swap-in", "out/write", "in/read");
+                o.buffer_count, o.buffer_size.c_str(), o.verify ? "on" : "off", o.prepare.c_str(), o.slots, engine_files, shared ? "the tensors' memory" : "its own, pinned", 100 * huge[0], 100 * huge[1], root.c_str(), "round", "write+sync", "read", "swap-out+cmt", "swap-in", "out/write", "in/read");
     std::printf("# %5s %12s %12s %14s %12s %10s %10s\n", "", "(GB/s)", "(GB/s)", "(GB/s)", "(GB/s)", "", "");
   }
   for (int r = 0; r < o.rounds; ++r) {
     Round x{};
+    const auto f = static_cast<std::size_t>(r % engine_files);
     auto engine_side = [&] {
       x.engine_write_sync = engine_bytes / timed([&] {
         const auto start = Clock::now();
-        engine->run({&raw_write, 1});
+        engine->run({&raw_write[f], 1});
         const auto written = Clock::now();
-        raw.sync();
+        raw[f].sync();
         x.engine_write_s = std::chrono::duration<double>(written - start).count();
         x.engine_sync_s = std::chrono::duration<double>(Clock::now() - written).count();
       }) / 1e9;
-      x.engine_read = engine_bytes / timed([&] { engine->run({&raw_read, 1}); }) / 1e9;
+      x.engine_read = engine_bytes / timed([&] { engine->run({&raw_read[f], 1}); }) / 1e9;
     };
     auto session_side = [&] {
       x.session_out = static_cast<double>(session_bytes) / timed([&] {
@@ -201,6 +273,7 @@ int run(const Options& o) {
         session.commit();
         x.session_write_s = std::chrono::duration<double>(written - start).count();
         x.session_commit_s = std::chrono::duration<double>(Clock::now() - written).count();
+        x.session_sync_s = session.last_commit().sync_seconds;
       }) / 1e9;
       x.session_in = static_cast<double>(session_bytes) / timed([&] { session.swap_in(ids, views); }) / 1e9;
     };
@@ -211,10 +284,10 @@ int run(const Options& o) {
       session_side();
       engine_side();
     }
-    std::array<double, 4> parts{x.engine_write_s, x.engine_sync_s, x.session_write_s, x.session_commit_s};
-    MPI_Allreduce(MPI_IN_PLACE, parts.data(), 4, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);  // the slowest rank's
-    std::tie(x.engine_write_s, x.engine_sync_s, x.session_write_s, x.session_commit_s) =
-        std::tuple(parts[0], parts[1], parts[2], parts[3]);
+    std::array<double, 5> parts{x.engine_write_s, x.engine_sync_s, x.session_write_s, x.session_commit_s, x.session_sync_s};
+    MPI_Allreduce(MPI_IN_PLACE, parts.data(), 5, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);  // the slowest rank's
+    std::tie(x.engine_write_s, x.engine_sync_s, x.session_write_s, x.session_commit_s, x.session_sync_s) =
+        std::tuple(parts[0], parts[1], parts[2], parts[3], parts[4]);
     rounds.push_back(x);
     if (rank == 0)
       std::printf("  %5d %12.2f %12.2f %14.2f %12.2f %10.3f %10.3f\n", r, x.engine_write_sync, x.engine_read,
@@ -263,13 +336,16 @@ int run(const Options& o) {
     std::printf("# medians: write+sync %.2f, read %.2f, swap-out+commit %.2f, swap-in %.2f GB/s\n",
                 median(column(&Round::engine_write_sync)), median(column(&Round::engine_read)),
                 median(column(&Round::session_out)), median(column(&Round::session_in)));
-    std::printf("# session / engine (median of the per-round ratios): swap-out+commit %.3f x write+sync, swap-in %.3f "
-                "x read\n", median(out_ratio), median(in_ratio));
+    const auto [out_lo, out_hi] = median_interval(out_ratio);
+    const auto [in_lo, in_hi] = median_interval(in_ratio);
+    std::printf("# session / engine (median of the per-round ratios [95 %% interval of that median]): swap-out+commit "
+                "%.3f [%.3f, %.3f] x write+sync, swap-in %.3f [%.3f, %.3f] x read\n", median(out_ratio), out_lo, out_hi,
+                median(in_ratio), in_lo, in_hi);
     std::printf("# the write sides in two parts (medians, slowest rank): engine writes %.3f s + fdatasync %.3f s; "
-                "session swap-out %.3f s + commit %.3f s; the writes' speed session / engine %.3f\n",
+                "session swap-out %.3f s + commit %.3f s (its fdatasync %.3f s); the writes' speed session / engine %.3f\n",
                 median(column(&Round::engine_write_s)), median(column(&Round::engine_sync_s)),
                 median(column(&Round::session_write_s)), median(column(&Round::session_commit_s)),
-                median(write_ratio));
+                median(column(&Round::session_sync_s)), median(write_ratio));
     if (o.fresh > 0)
       std::printf("# first write into a slot / overwrite (median of %d fresh sessions, swap.prepare %s): %.3f "
                   "(%.2f against %.2f GB/s)\n", o.fresh, o.prepare.c_str(), median(fresh_ratio), median(fresh_first),
@@ -277,7 +353,8 @@ int run(const Options& o) {
     if (!o.json.empty()) {
       nlohmann::json doc{{"tool", "bench_session"}, {"ranks", size}, {"bytes_per_rank", bytes},
                          {"tensor_bytes", tensor_bytes}, {"backend", o.backend}, {"buffer_count", o.buffer_count},
-                         {"buffer_size", options.buffer_size}, {"verify", o.verify}, {"memory", o.memory}, {"prepare", o.prepare}, {"slots", o.slots},
+                         {"buffer_size", options.buffer_size}, {"verify", o.verify}, {"memory", o.memory}, {"prepare", o.prepare}, {"slots", o.slots}, {"engine_files", engine_files}, {"engine_uses_tensor_memory", shared},
+                         {"engine_huge_page_share", huge[0]}, {"tensors_huge_page_share", huge[1]},
                          {"engine_write_sync_gbps", column(&Round::engine_write_sync)},
                          {"engine_read_gbps", column(&Round::engine_read)},
                          {"session_swap_out_commit_gbps", column(&Round::session_out)},
@@ -286,7 +363,10 @@ int run(const Options& o) {
                          {"engine_fdatasync_seconds", column(&Round::engine_sync_s)},
                          {"session_swap_out_seconds", column(&Round::session_write_s)},
                          {"session_commit_seconds", column(&Round::session_commit_s)},
+                         {"session_commit_fdatasync_seconds", column(&Round::session_sync_s)},
+                         {"out_ratios", out_ratio}, {"in_ratios", in_ratio},
                          {"out_ratio_median", median(out_ratio)}, {"in_ratio_median", median(in_ratio)},
+                         {"out_ratio_interval", {out_lo, out_hi}}, {"in_ratio_interval", {in_lo, in_hi}},
                          {"first_swap_out_commit_gbps", first},
                          {"fresh_first_gbps", fresh_first}, {"fresh_overwrite_gbps", fresh_over},
                          {"fresh_ratio_median", median(fresh_ratio)}};
@@ -320,6 +400,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--slots", o.slots, "The session's swap.slots: 2 (A/B) or 1 (in place)")
       ->check(CLI::IsMember({1, 2}))
+      ->capture_default_str();
+  app.add_option("--engine-files", o.engine_files,
+                 "Files per rank the engine's side takes turns on (0: as many as --slots)")
+      ->check(CLI::Range(0, 8))
       ->capture_default_str();
   app.add_option("--prepare", o.prepare, "swap.prepare of the session's files: write or allocate")
       ->check(CLI::IsMember({"write", "allocate"}))

@@ -433,6 +433,44 @@ TEST_P(AsyncTensorSwapperTest, StreamsSeeTheCallersMemoryInPlaceAndEveryByteInOr
     EXPECT_EQ(test::count_pattern_mismatches(w.bytes(i), 60 + i), 0u) << "tensor " << i;
 }
 
+TEST_P(AsyncTensorSwapperTest, FailuresWhileInPlaceWritesAreInFlightLeaveNothingInFlight) {
+  // A callback that throws in an in-place range, or in-place writes that are refused, with
+  // earlier groups' writes in flight: the error is reported, and the swapper waits for all
+  // it submitted, so a following round trip is right.
+  const std::string path = dir.file("in-flight.swp");
+  SwapFile file = SwapFile::create(path, 16 * kMiB, DirectMode::on);
+  AlignedWorkload w({{3 * kMiB + 100, false}, {2 * kMiB, false}, {kMiB + 4096, true}}, &file);
+  for (std::size_t i = 0; i < w.tensors.size(); ++i) test::fill_pattern(w.bytes(i), 70 + i);
+  std::vector<InPlace> in_place(w.tensors.size());
+  for (std::size_t i = 0; i < w.tensors.size(); ++i) in_place[i] = in_place_part(w.tensors[i], 4096);
+  AsyncTensorSwapper swapper(*engine, staging);
+  auto copy = [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
+    const std::size_t data = offset < w.sizes[i] ? std::min<std::size_t>(out.size(), w.sizes[i] - offset) : 0;
+    if (out.data() != w.tensors[i].bytes() + offset) std::memcpy(out.data(), w.tensors[i].bytes() + offset, data);
+    std::memset(out.data() + data, 0, out.size() - data);
+  };
+  // The callback throws in the second tensor past its first group, in place.
+  EXPECT_THROW(swapper.write_stream(w.locations, [&](std::size_t i, std::uint64_t offset, std::span<std::byte> out) {
+    if (i == 1 && offset > 0) throw std::runtime_error("fill failed");
+    copy(i, offset, out);
+  }, in_place), std::runtime_error);
+  // In-place writes refused (a file opened read-only), with earlier groups in flight.
+  SwapFile read_only = SwapFile::open(path, DirectMode::on, /*writable=*/false);
+  std::vector<SwapLocation> refused = w.locations;
+  refused[1].file = &read_only;
+  try {
+    swapper.write_stream(refused, copy, in_place);
+    FAIL() << "no exception";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr(path));
+  }
+  swapper.write_stream(w.locations, copy, in_place);
+  for (std::size_t i = 0; i < w.tensors.size(); ++i) std::memset(w.tensors[i].data, 0, w.sizes[i]);
+  swapper.swap_in(w.tensors, w.locations);
+  for (std::size_t i = 0; i < w.tensors.size(); ++i)
+    EXPECT_EQ(test::count_pattern_mismatches(w.bytes(i), 70 + i), 0u) << "tensor " << i;
+}
+
 TEST_P(AsyncTensorSwapperTest, BadInPlaceRangesAreRefusedBeforeAnyIo) {
   SwapFile file = SwapFile::create(dir.file("bad-in-place.swp"), 4 * kMiB, DirectMode::on);
   AlignedWorkload w({{2 * kMiB, false}, {8192, false}}, &file);
