@@ -86,10 +86,9 @@ std::pair<double, double> median_interval(std::vector<double> v) {
   for (std::size_t j = 0; j + 1 < n; ++j) {
     below += term;  // P(X <= j)
     if (below > 0.025) break;
-    k = std::max<std::size_t>(k, j + 1);  // P(X < j + 1) <= 2.5 %: the (j+1)-th smallest bounds it
+    k = j + 1;  // P(X < j + 1) <= 2.5 %: the (j+1)-th smallest bounds it
     term *= static_cast<double>(n - j) / static_cast<double>(j + 1);
   }
-  k = std::min(k, (n + 1) / 2);
   return {v[k - 1], v[n - k]};
 }
 
