@@ -63,6 +63,7 @@ struct Options {
   int slots = 2;
   int engine_files = 0;  // 0: as many as slots
   bool verify = true;
+  std::string checksum = "xxh3_64";
   std::string memory = "pinned";
   std::string prepare = "write";
 };
@@ -164,6 +165,7 @@ int run(const Options& o) {
   options.buffer_count = o.buffer_count;
   options.buffer_size = parse_size(o.buffer_size, "--buffer-size");
   options.verify = o.verify;
+  options.checksum = *parse_checksum(o.checksum);  // checked by the option
   options.prepare = o.prepare;
   options.slots = o.slots;
   options.overwrite = true;
@@ -244,10 +246,10 @@ int run(const Options& o) {
   std::vector<Round> rounds;
   if (rank == 0) {
     std::printf("# bench_session: %d ranks, %s per rank (%zu tensors of %s, balanced, %s), backend %s, staging %zu x %s, "
-                "verify %s, prepare %s, slots %d, engine files %d\n# the engine's buffer: %s; on huge pages (least of any rank): engine's buffer %.0f %%, "
+                "verify %s (%s), prepare %s, slots %d, engine files %d\n# the engine's buffer: %s; on huge pages (least of any rank): engine's buffer %.0f %%, "
                 "tensors %.0f %%\n# dir %s\n#\n# %5s %12s %12s %14s %12s %10s %10s\n", size, o.bytes.c_str(), count,
                 o.tensor_size.c_str(), (o.memory + (o.memory == "unaligned" ? " memory: staged" : " memory: in place")).c_str(), o.backend.c_str(),
-                o.buffer_count, o.buffer_size.c_str(), o.verify ? "on" : "off", o.prepare.c_str(), o.slots, engine_files, shared ? "the tensors' memory" : "its own, pinned", 100 * huge[0], 100 * huge[1], root.c_str(), "round", "write+sync", "read", "swap-out+cmt", "swap-in", "out/write", "in/read");
+                o.buffer_count, o.buffer_size.c_str(), o.verify ? "on" : "off", o.checksum.c_str(), o.prepare.c_str(), o.slots, engine_files, shared ? "the tensors' memory" : "its own, pinned", 100 * huge[0], 100 * huge[1], root.c_str(), "round", "write+sync", "read", "swap-out+cmt", "swap-in", "out/write", "in/read");
     std::printf("# %5s %12s %12s %14s %12s %10s %10s\n", "", "(GB/s)", "(GB/s)", "(GB/s)", "(GB/s)", "", "");
   }
   for (int r = 0; r < o.rounds; ++r) {
@@ -352,7 +354,7 @@ int run(const Options& o) {
     if (!o.json.empty()) {
       nlohmann::json doc{{"tool", "bench_session"}, {"ranks", size}, {"bytes_per_rank", bytes},
                          {"tensor_bytes", tensor_bytes}, {"backend", o.backend}, {"buffer_count", o.buffer_count},
-                         {"buffer_size", options.buffer_size}, {"verify", o.verify}, {"memory", o.memory}, {"prepare", o.prepare}, {"slots", o.slots}, {"engine_files", engine_files}, {"engine_uses_tensor_memory", shared},
+                         {"buffer_size", options.buffer_size}, {"verify", o.verify}, {"checksum", o.checksum}, {"memory", o.memory}, {"prepare", o.prepare}, {"slots", o.slots}, {"engine_files", engine_files}, {"engine_uses_tensor_memory", shared},
                          {"engine_huge_page_share", huge[0]}, {"tensors_huge_page_share", huge[1]},
                          {"engine_write_sync_gbps", column(&Round::engine_write_sync)},
                          {"engine_read_gbps", column(&Round::engine_read)},
@@ -394,6 +396,9 @@ int main(int argc, char** argv) {
   app.add_option("--buffer-count", o.buffer_count, "Session staging buffers")->capture_default_str();
   app.add_option("--buffer-size", o.buffer_size, "Session staging buffer size")->capture_default_str();
   app.add_flag("!--no-verify", o.verify, "Session checksums off");
+  app.add_option("--checksum", o.checksum, "The session's swap.checksum: xxh3_64 or xxh64")
+      ->check(CLI::IsMember({"xxh3_64", "xxh64"}))
+      ->capture_default_str();
   app.add_option("--memory", o.memory, "The tensors' memory: pinned, pageable (both in place) or unaligned (staged)")
       ->check(CLI::IsMember({"pinned", "pageable", "unaligned"}))
       ->capture_default_str();

@@ -174,24 +174,25 @@ int run_inspect(const CatalogCli& cli) {
       ranks.push_back({{"rank", r.rank}, {"node", r.node}, {"host", r.host}, {"local_rank", r.local_rank},
                        {"bytes", per_rank[r.rank]}, {"swap_out_s", r.swap_out_s}, {"swap_in_s", r.swap_in_s}});
     for (int n = 0; n < c.node_count; ++n) nodes.push_back({{"node", n}, {"bytes", per_node[n]}});
-    const nlohmann::json doc{{"catalog", cli.catalog}, {"format", kCatalogFormat}, {"version", kCatalogVersion},
+    const nlohmann::json doc{{"catalog", cli.catalog}, {"format", kCatalogFormat}, {"version", c.version},
                              {"job", c.job}, {"epoch", c.epoch}, {"slot", c.slot}, {"slots", c.slots},
                              {"world_size", c.world_size}, {"node_count", c.node_count}, {"layout", c.layout},
                              {"policy", c.policy}, {"alignment", c.alignment},
                              {"plan_fingerprint", c.plan_fingerprint}, {"created", c.created},
+                             {"checksum", checksum_name(c.checksum)},
                              {"pieces", c.tensors.size()}, {"bytes", data_bytes(c)}, {"ranks", ranks},
                              {"nodes", nodes}, {"files", files},
                              {"config", nlohmann::json::parse(c.config_json, nullptr, false)}};
     std::printf("%s\n", doc.dump(2).c_str());
     return kExitOk;
   }
-  std::printf("catalog %s (format %s version %d)\n", cli.catalog.c_str(), std::string(kCatalogFormat).c_str(), kCatalogVersion);
+  std::printf("catalog %s (format %s version %d)\n", cli.catalog.c_str(), std::string(kCatalogFormat).c_str(), c.version);
   std::printf("  job %s, epoch %d in slot %d of %d, created %s\n", c.job.c_str(), c.epoch, c.slot, c.slots, c.created.c_str());
   std::printf("  %d ranks on %d nodes, policy %s, layout %s, alignment %llu, plan fingerprint %s\n", c.world_size,
               c.node_count, c.policy.c_str(), c.layout.c_str(), static_cast<unsigned long long>(c.alignment),
               c.plan_fingerprint.c_str());
-  std::printf("  %zu pieces, %.1f MB on disk, %zu files\n", c.tensors.size(), static_cast<double>(data_bytes(c)) / 1e6,
-              c.files.size());
+  std::printf("  %zu pieces, %.1f MB on disk, %zu files, checksums %s\n", c.tensors.size(),
+              static_cast<double>(data_bytes(c)) / 1e6, c.files.size(), std::string(checksum_name(c.checksum)).c_str());
   std::printf("  per node:\n");
   for (int n = 0; n < c.node_count; ++n)
     std::printf("    node %-4d %12.1f MB\n", n, static_cast<double>(per_node[n]) / 1e6);

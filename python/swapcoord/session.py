@@ -34,8 +34,8 @@ from ._tensors import device_index, dtype_name, tensor_memory
 # The keys of the options' two sections (README, "Configuration"); keyword arguments of
 # create() / resume() go to the section that has them.
 _SWAP_KEYS = {"roots", "catalog_dir", "create_roots", "overwrite", "job", "layout", "policy", "shard_threshold", "alignment", "slots",
-              "buffer_count", "buffer_size", "prefetch_bytes", "pin_memory", "verify", "prepare", "phase_timeout_s",
-              "node_key"}
+              "buffer_count", "buffer_size", "prefetch_bytes", "pin_memory", "verify", "checksum", "prepare",
+              "phase_timeout_s", "node_key"}
 _AIO_KEYS = {"block_size", "queue_depth", "intra_op_parallelism", "thread_count", "single_submit", "overlap_events",
              "use_gds", "direct", "fsync", "backend", "register"}
 
@@ -264,8 +264,8 @@ class Session:
         return self._session.commit(text)
 
     def verify(self):
-        """Collective: reads every committed piece and checks its XXH64 against the
-        catalog. A dict: pieces, bytes, mismatches, notes."""
+        """Collective: reads every committed piece and checks its checksum against the
+        catalog's. A dict: pieces, bytes, mismatches, notes."""
         return self._session.verify()
 
     def end_phase(self, phase, epoch, bytes=0, seconds=0.0, wrong=0, failure=""):

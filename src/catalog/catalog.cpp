@@ -797,6 +797,7 @@ Buffer<char> catalog_image(const std::string& name, const Catalog& header, Gathe
   write_attribute(f, "created", header.created);
   write_attribute<std::int32_t>(f, "generation", H5T_NATIVE_INT32, header.generation);
   write_attribute(f, "metadata", header.metadata);
+  write_attribute(f, "checksum", std::string(checksum_name(header.checksum)));
   write_table<TensorRecord>(f, "tensors", tensor_members(), std::exchange(records.tensors, {}));
   write_table<NameRecord>(f, "names", name_members(), std::exchange(records.names, {}));
   write_bytes(f, "name_text", std::exchange(records.text, {}));
@@ -1187,7 +1188,7 @@ CatalogCheck verify_catalog_rows(const Catalog& catalog, IoEngine& engine, std::
   buffer_bytes = std::max<std::size_t>(align_up(buffer_bytes, catalog.alignment), catalog.alignment);
   PinnedAllocation buffer(buffer_bytes);
   std::vector<std::optional<SwapFile>> files(catalog.files.size());
-  std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> hash(XXH64_createState(), &XXH64_freeState);
+  Checksum hash(catalog.checksum);
   auto note = [&](std::string text) {
     ++result.mismatches;
     if (result.notes.size() < 5) result.notes.push_back(std::move(text));
@@ -1197,16 +1198,16 @@ CatalogCheck verify_catalog_rows(const Catalog& catalog, IoEngine& engine, std::
     ++result.pieces;
     try {
       if (!files[r.file]) files[r.file].emplace(SwapFile::open(checked_file_path(catalog, r.file, allowed), direct));
-      XXH64_reset(hash.get(), 0);
+      hash.reset();
       for (std::uint64_t done = 0; done < r.aligned_bytes; done += buffer_bytes) {
         const std::uint64_t length = std::min<std::uint64_t>(buffer_bytes, r.aligned_bytes - done);
         const IoRequest read{IoOp::read, &*files[r.file], buffer.data(), r.offset + done, length};
         engine.run({&read, 1});
         result.bytes += length;
         if (done < r.bytes)
-          XXH64_update(hash.get(), buffer.data(), static_cast<std::size_t>(std::min<std::uint64_t>(length, r.bytes - done)));
+          hash.update(buffer.data(), static_cast<std::size_t>(std::min<std::uint64_t>(length, r.bytes - done)));
       }
-      const std::uint64_t got = XXH64_digest(hash.get());
+      const std::uint64_t got = hash.digest();
       if (got != r.checksum)
         note(fmt::format("tensor '{}' shard {} ({} bytes at offset {} of '{}'): checksum {:016x}, catalog says {:016x}",
                          r.name, r.shard, r.bytes, r.offset, files[r.file]->path(), got, r.checksum));
@@ -1233,6 +1234,7 @@ Catalog load_catalog(const std::string& path, TrailerCheck trailer) {
     throw Error(fmt::format("catalog '{}': format version {} is not supported (this swapcoord reads version {})",
                             path, version, kCatalogVersion));
   Catalog c;
+  c.version = version;
   c.job = read_string_attribute(f, "job", path);
   c.epoch = read_number_attribute<std::int32_t>(f, "epoch", H5T_NATIVE_INT32, H5T_INTEGER, path);
   c.slot = read_number_attribute<std::int32_t>(f, "slot", H5T_NATIVE_INT32, H5T_INTEGER, path);
@@ -1249,6 +1251,15 @@ Catalog load_catalog(const std::string& path, TrailerCheck trailer) {
     c.generation = read_number_attribute<std::int32_t>(f, "generation", H5T_NATIVE_INT32, H5T_INTEGER, path);
   if (H5Aexists(f, "metadata") > 0)  // optional (written since SwapSession::commit(metadata))
     c.metadata = read_string_attribute(f, "metadata", path);
+  c.checksum = ChecksumKind::xxh64;  // versions 1 and 2
+  if (version >= 3) {
+    const std::string name = read_string_attribute(f, "checksum", path);
+    const auto kind = parse_checksum(name);
+    if (!kind)
+      throw Error(fmt::format("catalog '{}': checksum algorithm '{}' is not one this swapcoord knows (xxh3_64, xxh64)",
+                              path, name));
+    c.checksum = *kind;
+  }
   if (c.epoch < 0 || c.generation < 0 || c.slots < 1 || c.slots > 2 || c.slot < 0 || c.slot >= c.slots || c.world_size < 1 ||
       c.node_count < 1 || c.node_count > c.world_size || c.alignment == 0 || (c.alignment & (c.alignment - 1)) != 0)
     throw Error(fmt::format("catalog '{}': inconsistent attributes (epoch {}, slot {} of {}, world {}, nodes {}, "

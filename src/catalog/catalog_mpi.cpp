@@ -122,6 +122,7 @@ template <class IO>
 void fields(IO& io, Catalog& c) {
   io(c.job), io(c.epoch), io(c.slot), io(c.slots), io(c.world_size), io(c.node_count), io(c.layout), io(c.policy);
   io(c.alignment), io(c.plan_fingerprint), io(c.config_json), io(c.created), io(c.generation), io(c.metadata);
+  io(c.version), io(c.checksum);
   rows(io, c);
   io(c.files, +[](IO& x, CatalogFile& f) { x(f.path), x(f.owner), x(f.root), x(f.size); });
   io(c.roots, +[](IO& x, CatalogRoot& r) { x(r.node), x(r.index), x(r.path); });

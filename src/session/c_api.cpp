@@ -96,7 +96,7 @@ int current_exception_code() noexcept {
     // The session reports a checksum mismatch on swap-in as a plain Error; its message
     // says "checksum" (see SessionOptions::verify).
     const std::string text = e.what();
-    if (text.find("checksum") != std::string::npos || text.find("XXH64") != std::string::npos)
+    if (text.find("checksum") != std::string::npos)
       return set_error(SWAPCOORD_ERR_WRONG_DATA, text);
     return set_error(SWAPCOORD_ERR_OTHER, text);
   } catch (const std::bad_alloc&) {

@@ -78,7 +78,7 @@ constexpr const char* kAioKeys =
     "use_gds, direct, fsync, backend, register";
 constexpr const char* kSwapKeys =
     "roots, catalog_dir, create_roots, overwrite, job, layout, policy, shard_threshold, alignment, slots, buffer_count, "
-    "buffer_size, prefetch_bytes, pin_memory, verify, prepare, phase_timeout_s, node_key";
+    "buffer_size, prefetch_bytes, pin_memory, verify, checksum, prepare, phase_timeout_s, node_key";
 
 template <std::size_t N>
 bool contains(const std::string_view (&list)[N], std::string_view key) {
@@ -255,6 +255,11 @@ void apply_swap(SessionOptions& o, const json& body, const Reader& r) {
       o.pin_memory = r.boolean(value, key);
     } else if (name == "verify") {
       o.verify = r.boolean(value, key);
+    } else if (name == "checksum") {
+      const std::string text = r.string(value, key, "xxh3_64 or xxh64");
+      const auto kind = parse_checksum(text);
+      if (!kind) r.fail(key, fmt::format("'{}' is not one of xxh3_64, xxh64", text));
+      o.checksum = *kind;
     } else if (name == "prepare") {
       o.prepare = r.string(value, key, "write or allocate");
     } else if (name == "phase_timeout_s") {
@@ -454,6 +459,7 @@ nlohmann::json SessionOptions::to_json() const {
             {"prefetch_bytes", prefetch_bytes},
             {"pin_memory", pin_memory},
             {"verify", verify},
+            {"checksum", std::string(checksum_name(checksum))},
             {"prepare", prepare},
             {"phase_timeout_s", phase_timeout_s},
             {"node_key", node_key}}}};

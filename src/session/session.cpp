@@ -33,10 +33,10 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <xxhash.h>
 
 #include "swapcoord/buffer/pinned_allocation.hpp"
 #include "swapcoord/catalog/catalog_paths.hpp"
+#include "swapcoord/common/checksum.hpp"
 #include "swapcoord/common/host.hpp"
 #include "swapcoord/common/log.hpp"
 #include "swapcoord/coord/mpi.hpp"
@@ -399,8 +399,9 @@ struct SwapSession::Impl {
   std::vector<SwapLocation> locations;
   std::vector<std::uint32_t> order;  // local piece of each location
   std::vector<std::uint64_t> digests;
-  std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> hash{XXH64_createState(), &XXH64_freeState};
-  std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> row_hash{XXH64_createState(), &XXH64_freeState};
+  // The job's checksum (kDefaultChecksum, or the resumed catalog's): `hash` for the swap
+  // path, `row_hash` for the old rows read_inherited checks as they go by.
+  Checksum hash, row_hash;
   std::vector<CatalogSegment> segments;
   Worker worker;  // last: destroyed first, after running what is queued
 
@@ -650,19 +651,19 @@ SwapFigures SwapSession::Impl::do_swap_out(std::vector<std::uint32_t> ids,
     prefetched[li] = kNotPrefetched;
   }
   digests.assign(ids.size(), 0);
-  XXH64_state_t* h = hash.get();
+  Checksum& h = hash;
   try {
     swapper->write_stream(locations, [&](std::size_t i, std::uint64_t chunk_offset, std::span<std::byte> chunk) {
       const PlanPiece& p = mine[order[i]];
-      if (chunk_offset == 0) XXH64_reset(h, 0);
+      if (chunk_offset == 0) h.reset();
       for (std::size_t k = 0; k < chunk.size(); k += step) {  // filled, then hashed while in cache
         const auto out = chunk.subspan(k, std::min(step, chunk.size() - k));
         const std::uint64_t offset = chunk_offset + k;
         fill(i, offset, out);
         if (offset >= p.bytes) continue;
         const auto data = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), p.bytes - offset));
-        XXH64_update(h, out.data(), data);
-        if (offset + data == p.bytes) digests[i] = XXH64_digest(h);
+        h.update(out.data(), data);
+        if (offset + data == p.bytes) digests[i] = h.digest();
       }
     }, in_place);
   } catch (...) {
@@ -709,7 +710,7 @@ void SwapSession::Impl::read_inherited(std::size_t li, FunctionRef<void(std::uin
   // the chunk (chunks and rows start at multiples of it).
   const std::uint64_t unit = std::min<std::uint64_t>(resumed->alignment, plan.options.alignment_bytes);
   std::byte* buffer = staging.front().bytes();
-  XXH64_state_t* h = row_hash.get();
+  Checksum& h = row_hash;
   constexpr std::size_t kNone = ~std::size_t{0};
   std::size_t hashing = kNone;  // the old row being hashed
   for (std::uint64_t done = 0; done < p.bytes; done += chunk) {
@@ -732,14 +733,14 @@ void SwapSession::Impl::read_inherited(std::size_t li, FunctionRef<void(std::uin
       const CatalogRow& row = resumed->tensors[seg.row];
       const std::uint64_t row_begin = row.element_offset * dtype_size(row.dtype);
       if (seg.tensor_offset == row_begin) {
-        XXH64_reset(h, 0);
+        h.reset();
         hashing = seg.row;
       }
       if (hashing != seg.row) continue;
-      XXH64_update(h, at, static_cast<std::size_t>(seg.bytes));
+      h.update(at, static_cast<std::size_t>(seg.bytes));
       if (seg.tensor_offset + seg.bytes == row_begin + row.bytes) {
         hashing = kNone;
-        if (const auto got = XXH64_digest(h); got != row.checksum)
+        if (const auto got = h.digest(); got != row.checksum)
           throw Error(fmt::format("{}: resume: tensor '{}' shard {} ({} bytes at offset {} of '{}'): checksum {:016x}, "
                                   "the catalog says {:016x}", who, row.name, row.shard, row.bytes, row.offset,
                                   file->path(), got, row.checksum));
@@ -783,23 +784,23 @@ SwapFigures SwapSession::Impl::do_swap_in(std::vector<std::uint32_t> ids,
                              "{:016x} at swap-out", who, tensors[p.tensor].name, p.bytes, p.offset, where, got,
                              expected(li)));
   };
-  XXH64_state_t* h = hash.get();
+  Checksum& h = hash;
   const bool verify = options.verify;
   if (!locations.empty()) {
     swapper->read_stream(locations, [&](std::size_t i, std::uint64_t chunk_offset, std::span<const std::byte> chunk) {
       const std::size_t li = order[i];
       const PlanPiece& p = mine[li];
       if (!verify) return drain(index_of[i], chunk_offset, chunk);
-      if (chunk_offset == 0) XXH64_reset(h, 0);
+      if (chunk_offset == 0) h.reset();
       for (std::size_t k = 0; k < chunk.size(); k += step) {  // drained, then hashed while in cache
         const auto in = chunk.subspan(k, std::min(step, chunk.size() - k));
         const std::uint64_t offset = chunk_offset + k;
         drain(index_of[i], offset, in);
         if (offset >= p.bytes) continue;
         const auto data = static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), p.bytes - offset));
-        XXH64_update(h, in.data(), data);
+        h.update(in.data(), data);
         if (offset + data == p.bytes) {
-          const auto got = XXH64_digest(h);
+          const auto got = h.digest();
           if (got != expected(li)) throw mismatch(li, got, locations[i].file->path());
         }
       }
@@ -810,14 +811,14 @@ SwapFigures SwapSession::Impl::do_swap_in(std::vector<std::uint32_t> ids,
     const std::size_t li = local_index(ids[i]);
     const PlanPiece& p = mine[li];
     const std::span<const std::byte> whole(prefetch_area.data() + prefetched[li], p.aligned_bytes);
-    if (verify) XXH64_reset(h, 0);
+    if (verify) h.reset();
     for (std::size_t k = 0; k < whole.size(); k += verify ? step : whole.size()) {
       const auto in = whole.subspan(k, verify ? std::min(step, whole.size() - k) : whole.size());
       drain(i, k, in);
-      if (verify && k < p.bytes) XXH64_update(h, in.data(), static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), p.bytes - k)));
+      if (verify && k < p.bytes) h.update(in.data(), static_cast<std::size_t>(std::min<std::uint64_t>(in.size(), p.bytes - k)));
     }
     if (verify) {
-      const auto got = XXH64_digest(h);
+      const auto got = h.digest();
       if (got != expected(li)) throw mismatch(li, got, "the prefetched copy");
     }
     f.bytes += p.aligned_bytes;
@@ -897,21 +898,21 @@ void SwapSession::Impl::migrate(std::size_t li) {
   ensure_files(slot);
   const SwapLocation where = location(li, slot);
   std::byte* out = staging.at(1).bytes();
-  XXH64_state_t* h = hash.get();
-  XXH64_reset(h, 0);
+  Checksum& h = hash;
+  h.reset();
   std::uint64_t read_bytes = 0;
   read_inherited(li, [&](std::uint64_t offset, std::span<const std::byte> in) {
     const std::uint64_t length = align_up(in.size(), plan.options.alignment_bytes);
     std::memcpy(out, in.data(), in.size());
     std::memset(out + in.size(), 0, static_cast<std::size_t>(length - in.size()));
-    XXH64_update(h, in.data(), in.size());
+    h.update(in.data(), in.size());
     const IoRequest write{IoOp::write, where.file, out, where.offset + offset, length};
     engine->run({&write, 1});
   }, read_bytes);
   PieceState& s = states[li];
   s.kind = PieceState::Kind::pending;
   s.pending_slot = static_cast<std::int8_t>(slot);
-  s.pending_checksum = XXH64_digest(h);
+  s.pending_checksum = h.digest();
   s.pending_version = committed_epoch + 1;
   dirty[static_cast<std::size_t>(slot)][p.file - first_file] = 1;
 }
@@ -1361,6 +1362,11 @@ std::unique_ptr<SwapSession::Impl> open_session(MPI_Comm comm, std::vector<Tenso
     s->repartitioned = !adopt_catalog(*s);
     check_free_space(*s);  // after adopt_catalog: which files exist depends on the generation
   }
+  // A new job's checksum is the options'; a resumed one keeps its catalog's (every row of a
+  // catalog has the same kind, and a resume carries the committed rows over).
+  if (s->resumed) o.checksum = s->resumed->checksum;  // and the config the catalog records says so
+  s->hash = Checksum(o.checksum);
+  s->row_hash = Checksum(o.checksum);
   collectively(s->world(), s->who, [&] {
     if (s->resumed) s->check_resumed_files();
     AioConfig aio = o.aio;
@@ -1555,6 +1561,7 @@ int SwapSession::commit(std::string_view metadata) {
     header.plan_fingerprint = fmt::format("{:016x}", s.plan.fingerprint());
     header.config_json = s.options.to_json().dump();
     header.created = utc_now();
+    header.checksum = s.options.checksum;
     if (t.rank() == 0) {  // rank 0's is the one written; a bad one fails the commit on every rank
       if (metadata.size() > kCatalogMetadataBytes)
         throw ConfigError(fmt::format("commit: the metadata has {} bytes, more than the catalog's {} (an HDF5 "

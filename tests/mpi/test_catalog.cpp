@@ -18,7 +18,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -364,6 +363,27 @@ void rewrite_int_attribute(const std::string& path, const char* name, std::int32
   H5_OK(a);
   H5_OK(H5Awrite(a, H5T_NATIVE_INT32, &value));
   H5_OK(H5Aclose(a));
+  H5_OK(H5Fclose(f));
+  seal_catalog(path);  // edited on purpose: a fresh checksum trailer
+}
+
+// Replaces the string attribute `name` of the file's root group by `value`, or removes it
+// when `value` is empty.
+void rewrite_string_attribute(const std::string& path, const char* name, const std::string& value) {
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  H5_OK(f);
+  H5_OK(H5Adelete(f, name));
+  if (!value.empty()) {
+    const hid_t type = H5Tcopy(H5T_C_S1);
+    H5_OK(H5Tset_size(type, value.size()));
+    const hid_t space = H5Screate(H5S_SCALAR);
+    const hid_t a = H5Acreate2(f, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5_OK(a);
+    H5_OK(H5Awrite(a, type, value.data()));
+    H5_OK(H5Aclose(a));
+    H5_OK(H5Sclose(space));
+    H5_OK(H5Tclose(type));
+  }
   H5_OK(H5Fclose(f));
   seal_catalog(path);  // edited on purpose: a fresh checksum trailer
 }
@@ -1022,9 +1042,9 @@ TEST(CatalogLoad, UnsupportedVersions) {
   CommittedCatalog catalog;
   ASSERT_TRUE(catalog.ok());
   if (world_rank() != 0) return;
-  const std::string v3 = catalog.copy("v3.h5");
-  rewrite_int_attribute(v3, "version", 3);
-  EXPECT_THAT(load_error(v3), AllOf(HasSubstr(v3), HasSubstr("version 3 is not supported")));
+  const std::string v4 = catalog.copy("v4.h5");
+  rewrite_int_attribute(v4, "version", 4);
+  EXPECT_THAT(load_error(v4), AllOf(HasSubstr(v4), HasSubstr("version 4 is not supported")));
   const std::string v0 = catalog.copy("v0.h5");
   rewrite_int_attribute(v0, "version", 0);
   EXPECT_THAT(load_error(v0), AllOf(HasSubstr(v0), HasSubstr("version 0 is not supported")));
@@ -1041,6 +1061,7 @@ TEST(CatalogLoad, AVersion1CatalogStillLoads) {
   const std::string path = catalog.copy("v1.h5");
   downgrade_to_version_1(path);
   const Catalog v1 = load_catalog(path);
+  EXPECT_EQ(v1.checksum, ChecksumKind::xxh64);  // as every catalog before version 3
   ASSERT_EQ(v1.tensors.size(), v2.tensors.size());
   for (std::size_t i = 0; i < v1.tensors.size(); ++i) {
     EXPECT_EQ(v1.tensors[i].id, v2.tensors[i].id);
@@ -1742,14 +1763,14 @@ std::string data_file(const std::string& dir, int r) {
 }
 
 // Writes rank r's data file (pwrite) and fills in its rows' checksums (local).
-void write_data_file(const std::string& dir, int r, CatalogPart& part) {
+void write_data_file(const std::string& dir, int r, CatalogPart& part, ChecksumKind kind = kDefaultChecksum) {
   const std::string path = data_file(dir, r);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   ASSERT_GE(fd, 0) << path << ": " << std::strerror(errno);
   for (CatalogRow& row : part.tensors) {
     std::vector<std::byte> bytes(row.aligned_bytes, std::byte{0xAB});
     fill_pattern(std::span<std::byte>(bytes.data(), row.bytes), 1000 + row.id);
-    row.checksum = XXH64(bytes.data(), row.bytes, 0);
+    row.checksum = checksum(kind, bytes.data(), row.bytes);
     ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(row.offset)),
               static_cast<ssize_t>(bytes.size()));
   }
@@ -1786,6 +1807,65 @@ VerifyTotals verify_everywhere(const Catalog& c, std::size_t buffer_bytes, Catal
   return {total[0], total[1], total[2]};
 }
 
+TEST(CatalogVerify, RowsAreCheckedWithTheCatalogsChecksumKind) {
+  // A catalog of XXH64 rows, as every catalog was before version 3: it says so, and its
+  // rows check out. The same catalog read as version 2 (no `checksum` attribute) is XXH64
+  // too; one that claims XXH3 for those rows finds every row wrong; an unknown or missing
+  // kind in version 3 is refused, naming it.
+  SharedTempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const int rank = world_rank(), size = world_size();
+  DataLayout layout = data_layout(dir.path(), size, 2);
+  if (rank == 0)
+    for (int r = 0; r < size; ++r) fs::create_directories(fs::path(data_file(dir.path(), r)).parent_path());
+  MPI_Barrier(MPI_COMM_WORLD);
+  write_data_file(dir.path(), rank, layout.parts[static_cast<std::size_t>(rank)], ChecksumKind::xxh64);
+  ASSERT_TRUE(all_ranks(!::testing::Test::HasFatalFailure()));
+  Catalog header = make_header(2, size);
+  header.checksum = ChecksumKind::xxh64;
+  expect_no_throw_on_all_ranks([&] {
+    commit_catalog(MPI_COMM_WORLD, dir.path(), header, layout.parts[static_cast<std::size_t>(rank)]);
+  });
+  const std::string path = dir.path() + "/catalog.h5";
+  Catalog c;
+  bool loaded = false;
+  try {
+    c = load_catalog(path);
+    loaded = true;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "rank " << rank << ": " << e.what();
+  }
+  ASSERT_TRUE(all_ranks(loaded));
+  EXPECT_EQ(c.checksum, ChecksumKind::xxh64);
+  CatalogCheck mine;
+  const VerifyTotals total = verify_everywhere(c, 4096, mine);
+  EXPECT_EQ(total.pieces, c.tensors.size());
+  EXPECT_EQ(total.mismatches, 0u);
+  if (rank != 0) return;
+
+  const std::string v2 = copy_of(path, dir.path() + "/v2.h5");
+  rewrite_string_attribute(v2, "checksum", "");
+  rewrite_int_attribute(v2, "version", 2);
+  const Catalog old = load_catalog(v2);
+  EXPECT_EQ(old.checksum, ChecksumKind::xxh64);
+  EXPECT_EQ(verify_catalog(old, *make_engine("posix"), 1 << 20, 0, 1).mismatches, 0u);
+
+  const std::string claims = copy_of(path, dir.path() + "/claims-xxh3.h5");
+  rewrite_string_attribute(claims, "checksum", "xxh3_64");
+  const Catalog wrong = load_catalog(claims);
+  EXPECT_EQ(wrong.checksum, ChecksumKind::xxh3);
+  const CatalogCheck check = verify_catalog(wrong, *make_engine("posix"), 1 << 20, 0, 1);
+  EXPECT_EQ(check.pieces, c.tensors.size());
+  EXPECT_EQ(check.mismatches, c.tensors.size());
+
+  const std::string unknown = copy_of(path, dir.path() + "/unknown.h5");
+  rewrite_string_attribute(unknown, "checksum", "crc32c");
+  EXPECT_THAT(load_error(unknown), AllOf(HasSubstr(unknown), HasSubstr("checksum algorithm 'crc32c'")));
+  const std::string missing = copy_of(path, dir.path() + "/missing.h5");
+  rewrite_string_attribute(missing, "checksum", "");
+  EXPECT_THAT(load_error(missing), AllOf(HasSubstr(missing), HasSubstr("attribute 'checksum' is missing")));
+}
+
 TEST(CatalogVerify, ChecksumsOfRealDataFiles) {
   SharedTempDir dir;
   ASSERT_FALSE(dir.path().empty());
@@ -1805,7 +1885,7 @@ TEST(CatalogVerify, ChecksumsOfRealDataFiles) {
       for (CatalogRow& row : layout.parts[static_cast<std::size_t>(r)].tensors) {
         std::vector<std::byte> bytes(row.bytes);
         fill_pattern(bytes, 1000 + row.id);
-        row.checksum = XXH64(bytes.data(), row.bytes, 0);
+        row.checksum = checksum(kDefaultChecksum, bytes.data(), row.bytes);
       }
     }
   }

@@ -25,8 +25,12 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "mpi_test_support.hpp"
+#include "swapcoord/catalog/catalog.hpp"
 #include "swapcoord/catalog/catalog_paths.hpp"
+#include "swapcoord/common/checksum.hpp"
 #include "swapcoord/common/mix.hpp"
 #include "swapcoord/device/device.hpp"
 #include "swapcoord/io/unique_fd.hpp"
@@ -664,6 +668,79 @@ TEST_F(SessionTest, SwitchingFromOneSlotToTwoOnResumeKeepsTheCommittedCopy) {
   EXPECT_EQ(m.wrong(11), 0u) << "the committed epoch 1 was overwritten";
   EXPECT_EQ(r.verify().mismatches, 0u);
   r.remove_files();
+}
+
+// Rank 0: every row of the committed catalog against the checksum (of the catalog's
+// kind) of its bytes as they lie in the file; `kind` is what the catalog must record.
+void expect_catalog_checksums(const std::string& catalog_dir, ChecksumKind kind) {
+  if (world_rank() != 0) return;
+  const Catalog c = load_catalog(catalog_dir + "/catalog.h5");
+  EXPECT_EQ(c.checksum, kind);
+  EXPECT_EQ(nlohmann::json::parse(c.config_json)["swap"]["checksum"], checksum_name(kind));
+  ASSERT_FALSE(c.tensors.empty());
+  for (const CatalogRow& r : c.tensors) {
+    std::vector<char> bytes(r.bytes);
+    const UniqueFd fd(::open(c.file_path(r.file).c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd) << c.file_path(r.file);
+    ASSERT_EQ(::pread(fd.get(), bytes.data(), bytes.size(), static_cast<off_t>(r.offset)),
+              static_cast<ssize_t>(bytes.size()));
+    EXPECT_EQ(r.checksum, checksum(kind, bytes.data(), bytes.size())) << "tensor '" << r.name << "' shard " << r.shard;
+  }
+}
+
+TEST_F(SessionTest, AJobKeepsTheChecksumItsFirstCatalogRecords) {
+  ASSERT_FALSE(dir.path().empty());
+  const auto tensors = awkward_tensors();
+  SessionOptions o = options_in(dir.path());
+  o.checksum = ChecksumKind::xxh64;  // a job begun with XXH64 (as every job before version 3)
+  {
+    SwapSession s = SwapSession::create(MPI_COMM_WORLD, tensors, o);
+    Memory m(s);
+    m.fill(1);
+    s.swap_out(m.ids, m.views);
+    s.commit();
+  }
+  expect_catalog_checksums(o.catalog_dir, ChecksumKind::xxh64);
+  // Resumed with the default (XXH3) and another policy: a re-partition whose swap-in checks
+  // the old rows as it reads them (with XXH64: XXH3 would call every row wrong), and whose
+  // commit copies them and records XXH64 again.
+  SessionOptions d = options_in(dir.path(), Policy::sharded);
+  ASSERT_EQ(d.checksum, ChecksumKind::xxh3);
+  {
+    SwapSession r = SwapSession::resume(MPI_COMM_WORLD, tensors, d);
+    EXPECT_TRUE(r.repartitioned());
+    EXPECT_EQ(r.options().checksum, ChecksumKind::xxh64);
+    Memory m(r);
+    m.clear();
+    r.swap_in(m.ids, m.views);
+    EXPECT_EQ(m.wrong(1), 0u);
+    std::vector<std::uint32_t> even;  // the odd ones are copied by the commit
+    std::vector<TensorView> even_views;
+    for (std::size_t i = 0; i < m.ids.size(); ++i)
+      if (m.ids[i] % 2 == 0) even.push_back(m.ids[i]), even_views.push_back(m.views[i]);
+    m.fill(2);
+    r.swap_out(even, even_views);
+    m.clear();
+    r.swap_in(even, even_views);  // checked against the swap-out's XXH64
+    for (std::size_t i = 0; i < m.ids.size(); ++i) {
+      if (m.ids[i] % 2 != 0) continue;
+      EXPECT_EQ(m.wrong(i, 2), 0u) << "tensor " << m.ids[i];
+    }
+    EXPECT_EQ(r.commit(), 1);
+    EXPECT_EQ(r.verify().mismatches, 0u);
+  }
+  expect_catalog_checksums(o.catalog_dir, ChecksumKind::xxh64);
+  // A new job over it (overwrite) with the default: XXH3.
+  d.overwrite = true;
+  SwapSession n = SwapSession::create(MPI_COMM_WORLD, tensors, d);
+  EXPECT_EQ(n.options().checksum, ChecksumKind::xxh3);
+  Memory m(n);
+  m.fill(3);
+  n.swap_out(m.ids, m.views);
+  n.commit();
+  expect_catalog_checksums(o.catalog_dir, ChecksumKind::xxh3);
+  EXPECT_EQ(n.verify().mismatches, 0u);
+  n.remove_files();
 }
 
 TEST_F(SessionTest, NamesTooLongForTheCatalogAreRefusedAtCreate) {

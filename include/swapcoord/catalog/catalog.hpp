@@ -1,5 +1,5 @@
 #pragma once
-// The catalog: checkpointable swap metadata in HDF5 (format version 1, DESIGN.md). One file
+// The catalog: checkpointable swap metadata in HDF5 (DESIGN.md). One file
 // per job, <dir>/catalog.h5, always holding the last committed epoch: every rank sends its
 // rows of the next epoch's catalog to rank 0, which builds the HDF5 file in memory, writes
 // it to <dir>/catalog.h5.tmp (mode 0600, no symbolic link followed), fsyncs it and renames it
@@ -7,14 +7,16 @@
 // epoch's data. No MPI-IO: paths up to the roots' 1023 bytes work, and a write error (a
 // full disk) fails the commit at once on every rank, naming the file and the errno.
 //
-// Schema, format version 2 (readable with h5dump, h5ls and h5py; version 1 is still read):
-//   root attributes: format ("swapcoord-catalog"), version (2), job, epoch, slot, slots,
+// Schema, format version 3 (readable with h5dump, h5ls and h5py; versions 1 and 2 are still read):
+//   root attributes: format ("swapcoord-catalog"), version (3), job, epoch, slot, slots,
 //     world_size, node_count, layout, policy, alignment, plan_fingerprint (hex string),
 //     config (JSON), created (ISO 8601 UTC), generation, metadata (the application's
-//     string given to SwapSession::commit, e.g. JSON with its training step; may be empty)
+//     string given to SwapSession::commit, e.g. JSON with its training step; may be empty),
+//     checksum ("xxh3_64" or "xxh64": the algorithm of every row's checksum; since version
+//     3, and versions 1 and 2 have no such attribute: their rows are XXH64)
 //   /tensors  compound, one row per swapped piece: id, numel, element_offset, shard,
-//     shard_count, owner, node, root, file, offset, bytes, aligned_bytes, checksum (xxh64
-//     of the piece's bytes), epoch (version 1 also had name and dtype in every row)
+//     shard_count, owner, node, root, file, offset, bytes, aligned_bytes, checksum (of the
+//     piece's bytes, seed 0), epoch (version 1 also had name and dtype in every row)
 //   /names    compound, one row per tensor (by id): id, name_bytes, name_offset, dtype;
 //     the name is bytes [name_offset, name_offset + name_bytes) of /name_text
 //   /name_text  uint8: the tensors' names, each once, one after the other (UTF-8)
@@ -31,6 +33,7 @@
 #include <string_view>
 #include <vector>
 
+#include "swapcoord/common/checksum.hpp"
 #include "swapcoord/common/error.hpp"
 #include "swapcoord/coord/plan.hpp"
 #include "swapcoord/io/io_engine.hpp"
@@ -44,7 +47,7 @@ class HdfError : public Error {
 };
 
 inline constexpr std::string_view kCatalogFormat = "swapcoord-catalog";
-inline constexpr int kCatalogVersion = 2;
+inline constexpr int kCatalogVersion = 3;
 inline constexpr std::size_t kCatalogNameBytes = 256;  // fixed-size strings in the file
 inline constexpr std::size_t kCatalogMetadataBytes = 32 * 1024;  // the `metadata` attribute, at most
 
@@ -58,7 +61,7 @@ struct CatalogRow {
   std::int32_t owner = 0, node = 0, root = 0;
   std::uint32_t file = 0;          // index into files
   std::uint64_t offset = 0, bytes = 0, aligned_bytes = 0;
-  std::uint64_t checksum = 0;      // XXH64 (seed 0) of the piece's `bytes` bytes
+  std::uint64_t checksum = 0;      // of the piece's `bytes` bytes, by the catalog's `checksum` kind
   std::int32_t epoch = 0;
 };
 
@@ -82,6 +85,7 @@ struct CatalogRank {
 
 struct Catalog {
   // root attributes
+  std::int32_t version = kCatalogVersion;  // of the file it was loaded from; the writer writes kCatalogVersion
   std::string job;
   std::int32_t epoch = 0, slot = 0, slots = 2, world_size = 1, node_count = 1;
   std::string layout, policy;
@@ -97,6 +101,9 @@ struct Catalog {
   // What the application recorded with this epoch (SwapSession::commit's `metadata`), as
   // given; "" when none (an optional attribute: older catalogs have none).
   std::string metadata;
+  // The algorithm of every row's checksum (attribute `checksum`, since version 3; versions
+  // 1 and 2 are XXH64).
+  ChecksumKind checksum = kDefaultChecksum;
   // datasets
   std::vector<CatalogRow> tensors;
   std::vector<CatalogFile> files;
@@ -183,7 +190,7 @@ struct CatalogCheck {
   std::vector<std::string> notes;        // the first few, each naming tensor, file, offset
 };
 
-// Reads every row `i` with i % size == rank from its file and compares the XXH64 of its
+// Reads every row `i` with i % size == rank from its file and compares the checksum of its
 // bytes with the recorded checksum. Not collective. An unreadable file counts as a
 // mismatch (with the error in the notes) rather than throwing.
 //

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "swapcoord/common/checksum.hpp"
 #include "swapcoord/common/dtype.hpp"
 #include "swapcoord/coord/plan.hpp"
 #include "swapcoord/io/aio_config.hpp"
@@ -37,7 +38,9 @@ struct SessionOptions {
   std::uint64_t buffer_size = 16ULL << 20;  // bytes per staging buffer (multiple of 4096)
   std::uint64_t prefetch_bytes = 0;  // pinned memory for prefetch(); 0: buffer_count x buffer_size
   bool pin_memory = true;          // false: staging in ordinary (unlocked) page-aligned memory
-  bool verify = true;              // swap-in checks each piece's XXH64 against its swap-out
+  bool verify = true;              // swap-in checks each piece's checksum against its swap-out
+  ChecksumKind checksum = kDefaultChecksum;  // of a new job's pieces: xxh3_64 or xxh64 (the
+                                   // catalog records it; a resumed job keeps its catalog's)
   std::string prepare = "write";   // new swap files at set-up: "write" fills them with zeros and
                                    // syncs them, so that the first swap-out into a slot is an
                                    // overwrite; "allocate" only reserves their blocks (faster

@@ -140,7 +140,7 @@ TEST(ApplyConfig, EveryKeyOfSwapcoordsForm) {
     "swap": {"roots": ["/nvme0", "/nvme1"], "catalog_dir": "/shared/cat", "create_roots": false,
              "overwrite": true, "job": "j1", "layout": "file-per-tensor", "slots": 1, "policy": "round-robin",
              "shard_threshold": "1M", "alignment": 8192, "buffer_count": 6, "buffer_size": "1MiB", "prefetch_bytes": "64M",
-             "pin_memory": false, "verify": false, "prepare": "allocate", "phase_timeout_s": 12.5,
+             "pin_memory": false, "verify": false, "checksum": "xxh64", "prepare": "allocate", "phase_timeout_s": 12.5,
              "node_key": "env:NODE"},
     "run": {"anything": "the caller's"}
   })");
@@ -176,6 +176,9 @@ TEST(ApplyConfig, EveryKeyOfSwapcoordsForm) {
   EXPECT_EQ(o.to_json()["swap"]["prepare"], "allocate");
   EXPECT_FALSE(o.pin_memory);
   EXPECT_FALSE(o.verify);
+  EXPECT_EQ(o.checksum, ChecksumKind::xxh64);
+  EXPECT_EQ(o.to_json()["swap"]["checksum"], "xxh64");
+  EXPECT_EQ(SessionOptions{}.to_json()["swap"]["checksum"], "xxh3_64");
   EXPECT_DOUBLE_EQ(o.phase_timeout_s, 12.5);
   EXPECT_EQ(o.node_key, "env:NODE");
   EXPECT_NO_THROW(o.validate());
@@ -214,6 +217,10 @@ TEST(ApplyConfig, WrongTypesNameKeyAndExpectedType) {
   EXPECT_EQ(apply_error(json::parse(R"({"swap": {"slots": "2"}})")),
             "config 'c.json': swap.slots: \"2\" is not 1 or 2");
   EXPECT_NE(apply_error(json::parse(R"({"swap": {"verify": 1}})")).find("swap.verify: 1 is not true or false"),
+            std::string::npos);
+  EXPECT_EQ(apply_error(json::parse(R"({"swap": {"checksum": "crc32c"}})")),
+            "config 'c.json': swap.checksum: 'crc32c' is not one of xxh3_64, xxh64");
+  EXPECT_NE(apply_error(json::parse(R"({"swap": {"checksum": 3}})")).find("swap.checksum: 3 is not xxh3_64 or xxh64"),
             std::string::npos);
   EXPECT_NE(apply_error(json::parse(R"({"swap": {"roots": 5}})")).find("swap.roots: 5 is not a directory"),
             std::string::npos);
@@ -287,6 +294,7 @@ TEST(ApplyConfig, RoundTripThroughToJson) {
   a.prefetch_bytes = 1 << 20;
   a.pin_memory = false;
   a.verify = false;
+  a.checksum = ChecksumKind::xxh64;
   a.prepare = "allocate";
   a.backend = "io_uring";
   a.aio.block_size = 256 << 10;
