@@ -1,6 +1,7 @@
 // CPU cost of the swap path, without the disk: the engine's per-batch and per-block
-// overhead (on tmpfs, buffered, so the kernel copy is the only I/O cost) and the
-// bump allocator. Run: build/bench/bench_swap_path [--benchmark_filter=...]
+// overhead (on tmpfs, buffered, so the kernel copy is the only I/O cost), the bump
+// allocator, and the pieces' checksums over memory that is not in the cache.
+// Run: build/bench/bench_swap_path [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
 #include <unistd.h>
@@ -10,6 +11,7 @@
 
 #include "swapcoord/buffer/swap_buffer.hpp"
 #include "swapcoord/buffer/swap_buffer_manager.hpp"
+#include "swapcoord/common/checksum.hpp"
 #include "swapcoord/io/io_engine.hpp"
 #include "swapcoord/io/swap_file.hpp"
 
@@ -52,6 +54,24 @@ void BM_SwapBufferAllocate(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_SwapBufferAllocate);
+
+// The checksum of 1 GiB of pinned memory (far larger than any cache) in the session's
+// 256 KiB steps, as swap-out computes it while the writes are in flight.
+void BM_Checksum(benchmark::State& state, ChecksumKind kind) {
+  constexpr std::size_t kBytes = std::size_t{1} << 30, kStep = 256 << 10;
+  SwapBufferManager memory(kBytes, 1, DType::u8);
+  auto buffer = memory.allocate(kBytes, 1).front();
+  for (std::size_t i = 0; i < kBytes; i += 8) buffer.bytes()[i] = static_cast<std::byte>(i >> 3);
+  Checksum hash(kind);
+  for (auto _ : state) {
+    hash.reset();
+    for (std::size_t at = 0; at < kBytes; at += kStep) hash.update(buffer.bytes() + at, kStep);
+    benchmark::DoNotOptimize(hash.digest());
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * kBytes));
+}
+BENCHMARK_CAPTURE(BM_Checksum, xxh64, ChecksumKind::xxh64)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Checksum, xxh3_64, ChecksumKind::xxh3)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

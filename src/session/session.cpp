@@ -399,7 +399,7 @@ struct SwapSession::Impl {
   std::vector<SwapLocation> locations;
   std::vector<std::uint32_t> order;  // local piece of each location
   std::vector<std::uint64_t> digests;
-  // The job's checksum (kDefaultChecksum, or the resumed catalog's): `hash` for the swap
+  // The job's checksum (swap.checksum, or the resumed catalog's): `hash` for the swap
   // path, `row_hash` for the old rows read_inherited checks as they go by.
   Checksum hash, row_hash;
   std::vector<CatalogSegment> segments;

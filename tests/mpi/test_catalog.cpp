@@ -500,7 +500,9 @@ void downgrade_to_version_1(const std::string& path) {
   const hid_t space = H5Screate_simple(1, dims, nullptr);
   const hid_t d = H5Dcreate2(f, "tensors", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   H5_OK(d);
-  if (!rows.empty()) H5_OK(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows.data()));
+  if (!rows.empty()) {
+    H5_OK(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows.data()));
+  }
   H5_OK(H5Dclose(d));
   H5_OK(H5Sclose(space));
   H5_OK(H5Tclose(type));

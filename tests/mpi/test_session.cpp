@@ -236,12 +236,15 @@ TEST_F(SessionTest, PreparedFilesHoldNoUnwrittenExtents) {
       unwritten += u;
       ++files;
     }
-    if (std::string(prepare) == "write") EXPECT_EQ(unwritten, 0) << "over " << files << " files";
+    if (std::string(prepare) == "write") {
+      EXPECT_EQ(unwritten, 0) << "over " << files << " files";
+    }
     // On ext4, "allocate" shows them: the check above tells the two apart.
     struct statfs fs {};
     if (std::string(prepare) == "allocate" && files > 0 && ::statfs(dir.path().c_str(), &fs) == 0 &&
-        fs.f_type == 0xEF53)
+        fs.f_type == 0xEF53) {
       EXPECT_GT(unwritten, 0) << "ext4 keeps fallocate'd blocks unwritten until written";
+    }
     // The prepared files work as ever.
     Memory m(s);
     m.fill(5);

@@ -15,7 +15,8 @@ enum class ChecksumKind : std::uint8_t {
   xxh3,   // XXH3 64-bit, seed 0, with the widest vector unit the CPU has (AVX-512, AVX2, SSE2)
 };
 
-// What new jobs use: XXH3 reads memory at about 1.6 times XXH64's speed (README, "Performance").
+// What new jobs use: XXH3 hashes memory at about twice XXH64's speed (bench_swap_path's
+// BM_Checksum; README, "Against fio").
 inline constexpr ChecksumKind kDefaultChecksum = ChecksumKind::xxh3;
 
 // "xxh64" and "xxh3_64", the names the catalog's `checksum` attribute holds.

@@ -175,7 +175,7 @@ class SwapSession {
   // This rank's figures of its last commit() (zeros before the first).
   const CommitFigures& last_commit() const noexcept;
   // Collective: reads every committed piece on the node that holds it and compares its
-  // XXH64 with the catalog's.
+  // checksum with the catalog's (of the catalog's kind).
   SessionCheck verify();
   // Collective: a PhaseSync barrier with figures (as `swapcoord run` prints per phase).
   PhaseStats end_phase(std::string_view phase, int epoch, const PhaseReport& report);
