@@ -1,7 +1,7 @@
 #pragma once
 // The checksum of swapped bytes: what a catalog records for each piece, and what swap-in
-// and `catalog verify` compare with. A catalog names its algorithm (its `checksum`
-// attribute, README "Catalog schema"); a job keeps the algorithm of its first catalog.
+// and `swapcoord verify` compare with. A catalog names its algorithm (its `checksum`
+// attribute, README "Schema"); a job keeps the algorithm of its first catalog.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
