@@ -7,14 +7,19 @@
 //            figures at the same bytes; the rounds take turns on --engine-files files (by
 //            default as many as the session's slots: the same bytes on the device). With
 //            pinned tensors, that buffer is the tensors' memory itself: the same pages.
+//   bound    the engine's write+sync again, while a second thread computes the session's
+//            checksum of the same bytes ("w+s+hash"): what any swap-out that checksums every
+//            byte costs at least, when the checksum reads memory beside the transfer (on a
+//            disk whose "transfer" is the host copying the same memory, the two compete)
 //   session  SwapSession::swap_out of every tensor then commit() (its fdatasync and catalog;
 //            "swap-out+commit"), then swap_in of every tensor ("swap-in"), with the
 //            session's checksums on (swap.verify) and two slots, as a training job runs it
 // Each timed operation starts after a barrier and ends at the slowest rank (MPI_MAX of the
 // rank's seconds; both waited for without spinning); GB/s = all ranks' bytes / that time /
-// 1e9. Two session rounds run before the timed ones (one into each slot), reported apart.
-// The ratios session / engine are per round; their median comes with a distribution-free
-// 95 % interval (order statistics), so a run says how far its own noise lets it judge.
+// 1e9. The three sides take turns going first. Two session rounds run before the timed ones
+// (one into each slot), reported apart. The ratios session / engine, bound / engine and
+// session / bound are per round; their medians come with a distribution-free 95 % interval
+// (order statistics), so a run says how far its own noise lets it judge.
 // Then --fresh sessions on new files each time their first swap-out+commit into each slot
 // and the overwrites that follow (target 5). Prints every round, the medians and the
 // ratios session / engine and first / overwrite.
@@ -44,6 +49,7 @@
 
 #include "swapcoord/buffer/pinned_allocation.hpp"
 #include "swapcoord/common/align.hpp"
+#include "swapcoord/common/checksum.hpp"
 #include "swapcoord/common/error.hpp"
 #include "swapcoord/common/mix.hpp"
 #include "swapcoord/io/io_engine.hpp"
@@ -236,8 +242,13 @@ int run(const Options& o) {
       session.commit();
     }) / 1e9);
 
+  // The bound's checksum: the session's algorithm over the same bytes, a digest per tensor,
+  // in the session's 256 KiB steps.
+  const ChecksumKind checksum_kind = options.checksum;
+  std::vector<std::uint64_t> bound_digests(bytes / tensor_bytes);
   struct Round {
     double engine_write_sync, engine_read, session_out, session_in;
+    double bound_write_sync;  // the engine's write+sync beside a checksum pass of its bytes
     // The two parts of each write side (slowest rank's seconds): the writes, then the
     // flush (the engine's fdatasync; the session's whole commit, its fdatasync included).
     double engine_write_s, engine_sync_s, session_write_s, session_commit_s;
@@ -247,10 +258,10 @@ int run(const Options& o) {
   if (rank == 0) {
     std::printf("# bench_session: %d ranks, %s per rank (%zu tensors of %s, balanced, %s), backend %s, staging %zu x %s, "
                 "verify %s (%s), prepare %s, slots %d, engine files %d\n# the engine's buffer: %s; on huge pages (least of any rank): engine's buffer %.0f %%, "
-                "tensors %.0f %%\n# dir %s\n#\n# %5s %12s %12s %14s %12s %10s %10s\n", size, o.bytes.c_str(), count,
+                "tensors %.0f %%\n# dir %s\n#\n# %5s %12s %12s %12s %14s %12s %10s %10s %10s\n", size, o.bytes.c_str(), count,
                 o.tensor_size.c_str(), (o.memory + (o.memory == "unaligned" ? " memory: staged" : " memory: in place")).c_str(), o.backend.c_str(),
-                o.buffer_count, o.buffer_size.c_str(), o.verify ? "on" : "off", o.checksum.c_str(), o.prepare.c_str(), o.slots, engine_files, shared ? "the tensors' memory" : "its own, pinned", 100 * huge[0], 100 * huge[1], root.c_str(), "round", "write+sync", "read", "swap-out+cmt", "swap-in", "out/write", "in/read");
-    std::printf("# %5s %12s %12s %14s %12s %10s %10s\n", "", "(GB/s)", "(GB/s)", "(GB/s)", "(GB/s)", "", "");
+                o.buffer_count, o.buffer_size.c_str(), o.verify ? "on" : "off", o.checksum.c_str(), o.prepare.c_str(), o.slots, engine_files, shared ? "the tensors' memory" : "its own, pinned", 100 * huge[0], 100 * huge[1], root.c_str(), "round", "write+sync", "w+s+hash", "read", "swap-out+cmt", "swap-in", "out/write", "out/bound", "in/read");
+    std::printf("# %5s %12s %12s %12s %14s %12s %10s %10s %10s\n", "", "(GB/s)", "(GB/s)", "(GB/s)", "(GB/s)", "(GB/s)", "", "", "");
   }
   for (int r = 0; r < o.rounds; ++r) {
     Round x{};
@@ -266,6 +277,23 @@ int run(const Options& o) {
       }) / 1e9;
       x.engine_read = engine_bytes / timed([&] { engine->run({&raw_read[f], 1}); }) / 1e9;
     };
+    // The same write+sync while a second thread hashes the buffer once, as swap-out must.
+    auto bound_side = [&] {
+      x.bound_write_sync = engine_bytes / timed([&] {
+        std::thread hasher([&] {
+          Checksum h(checksum_kind);
+          for (std::size_t t = 0; t < bound_digests.size(); ++t) {
+            h.reset();
+            for (std::uint64_t at = 0; at < tensor_bytes; at += 256 << 10)
+              h.update(buffer + t * tensor_bytes + at, static_cast<std::size_t>(std::min<std::uint64_t>(256 << 10, tensor_bytes - at)));
+            bound_digests[t] = h.digest();
+          }
+        });
+        engine->run({&raw_write[f], 1});
+        raw[f].sync();
+        hasher.join();
+      }) / 1e9;
+    };
     auto session_side = [&] {
       x.session_out = static_cast<double>(session_bytes) / timed([&] {
         const auto start = Clock::now();
@@ -278,12 +306,10 @@ int run(const Options& o) {
       }) / 1e9;
       x.session_in = static_cast<double>(session_bytes) / timed([&] { session.swap_in(ids, views); }) / 1e9;
     };
-    if (r % 2 == 0) {
-      engine_side();
-      session_side();
-    } else {
-      session_side();
-      engine_side();
+    switch (r % 3) {  // each side goes first in turn
+      case 0: engine_side(), bound_side(), session_side(); break;
+      case 1: bound_side(), session_side(), engine_side(); break;
+      default: session_side(), engine_side(), bound_side(); break;
     }
     std::array<double, 5> parts{x.engine_write_s, x.engine_sync_s, x.session_write_s, x.session_commit_s, x.session_sync_s};
     MPI_Allreduce(MPI_IN_PLACE, parts.data(), 5, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);  // the slowest rank's
@@ -291,8 +317,9 @@ int run(const Options& o) {
         std::tuple(parts[0], parts[1], parts[2], parts[3], parts[4]);
     rounds.push_back(x);
     if (rank == 0)
-      std::printf("  %5d %12.2f %12.2f %14.2f %12.2f %10.3f %10.3f\n", r, x.engine_write_sync, x.engine_read,
-                  x.session_out, x.session_in, x.session_out / x.engine_write_sync, x.session_in / x.engine_read);
+      std::printf("  %5d %12.2f %12.2f %12.2f %14.2f %12.2f %10.3f %10.3f %10.3f\n", r, x.engine_write_sync,
+                  x.bound_write_sync, x.engine_read, x.session_out, x.session_in, x.session_out / x.engine_write_sync,
+                  x.session_out / x.bound_write_sync, x.session_in / x.engine_read);
   }
   // Target 5 side by side: --fresh times, a new session (new files, made and prepared at
   // set-up, untimed), then swap-out+commit into slot 0 and slot 1 (each slot's first
@@ -324,24 +351,32 @@ int run(const Options& o) {
     for (const auto& x : rounds) v.push_back(x.*field);
     return v;
   };
-  std::vector<double> out_ratio, in_ratio, write_ratio;
+  std::vector<double> out_ratio, in_ratio, write_ratio, bound_ratio, out_bound_ratio;
   for (const auto& x : rounds) {
     write_ratio.push_back(x.engine_write_s / x.session_write_s);  // > 1: the session's writes took less time
     out_ratio.push_back(x.session_out / x.engine_write_sync);
     in_ratio.push_back(x.session_in / x.engine_read);
+    bound_ratio.push_back(x.bound_write_sync / x.engine_write_sync);
+    out_bound_ratio.push_back(x.session_out / x.bound_write_sync);
   }
   if (rank == 0) {
     std::printf("#\n# first swap-out+commit into slot 0 and slot 1 (not in the rounds): %.2f, %.2f GB/s; "
                 "median of the rounds' swap-out+commit: %.2f GB/s\n", first[0], first[1],
                 median(column(&Round::session_out)));
-    std::printf("# medians: write+sync %.2f, read %.2f, swap-out+commit %.2f, swap-in %.2f GB/s\n",
-                median(column(&Round::engine_write_sync)), median(column(&Round::engine_read)),
-                median(column(&Round::session_out)), median(column(&Round::session_in)));
+    std::printf("# medians: write+sync %.2f, w+s+hash %.2f, read %.2f, swap-out+commit %.2f, swap-in %.2f GB/s\n",
+                median(column(&Round::engine_write_sync)), median(column(&Round::bound_write_sync)),
+                median(column(&Round::engine_read)), median(column(&Round::session_out)),
+                median(column(&Round::session_in)));
     const auto [out_lo, out_hi] = median_interval(out_ratio);
     const auto [in_lo, in_hi] = median_interval(in_ratio);
     std::printf("# session / engine (median of the per-round ratios [95 %% interval of that median]): swap-out+commit "
                 "%.3f [%.3f, %.3f] x write+sync, swap-in %.3f [%.3f, %.3f] x read\n", median(out_ratio), out_lo, out_hi,
                 median(in_ratio), in_lo, in_hi);
+    const auto [bound_lo, bound_hi] = median_interval(bound_ratio);
+    const auto [ob_lo, ob_hi] = median_interval(out_bound_ratio);
+    std::printf("# the checksum's pass over memory beside the writes: w+s+hash / write+sync %.3f [%.3f, %.3f]; "
+                "swap-out+commit / w+s+hash %.3f [%.3f, %.3f]\n", median(bound_ratio), bound_lo, bound_hi,
+                median(out_bound_ratio), ob_lo, ob_hi);
     std::printf("# the write sides in two parts (medians, slowest rank): engine writes %.3f s + fdatasync %.3f s; "
                 "session swap-out %.3f s + commit %.3f s (its fdatasync %.3f s); the writes' speed session / engine %.3f\n",
                 median(column(&Round::engine_write_s)), median(column(&Round::engine_sync_s)),
@@ -357,6 +392,7 @@ int run(const Options& o) {
                          {"buffer_size", options.buffer_size}, {"verify", o.verify}, {"checksum", o.checksum}, {"memory", o.memory}, {"prepare", o.prepare}, {"slots", o.slots}, {"engine_files", engine_files}, {"engine_uses_tensor_memory", shared},
                          {"engine_huge_page_share", huge[0]}, {"tensors_huge_page_share", huge[1]},
                          {"engine_write_sync_gbps", column(&Round::engine_write_sync)},
+                         {"engine_write_sync_hash_gbps", column(&Round::bound_write_sync)},
                          {"engine_read_gbps", column(&Round::engine_read)},
                          {"session_swap_out_commit_gbps", column(&Round::session_out)},
                          {"session_swap_in_gbps", column(&Round::session_in)},
@@ -368,6 +404,10 @@ int run(const Options& o) {
                          {"out_ratios", out_ratio}, {"in_ratios", in_ratio},
                          {"out_ratio_median", median(out_ratio)}, {"in_ratio_median", median(in_ratio)},
                          {"out_ratio_interval", {out_lo, out_hi}}, {"in_ratio_interval", {in_lo, in_hi}},
+                         {"bound_ratios", bound_ratio}, {"bound_ratio_median", median(bound_ratio)},
+                         {"bound_ratio_interval", {bound_lo, bound_hi}}, {"out_bound_ratios", out_bound_ratio},
+                         {"out_bound_ratio_median", median(out_bound_ratio)},
+                         {"out_bound_ratio_interval", {ob_lo, ob_hi}},
                          {"first_swap_out_commit_gbps", first},
                          {"fresh_first_gbps", fresh_first}, {"fresh_overwrite_gbps", fresh_over},
                          {"fresh_ratio_median", median(fresh_ratio)}};
