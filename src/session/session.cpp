@@ -303,16 +303,14 @@ std::vector<std::vector<std::byte>> receive_catalog_parts(MPI_Comm comm, int epo
   parts[0] = std::move(own);
   got[0] = true;
   int missing = size - 1;
-  const auto deadline = Clock::now() + timeout;
-  auto pause = std::chrono::microseconds(20);
+  const auto waiting_since = Clock::now(), deadline = waiting_since + timeout;
   while (missing > 0) {
     int flag = 0;
     MPI_Status status{};
     mpi_check(MPI_Iprobe(MPI_ANY_SOURCE, kCatalogPartTag, comm, &flag, &status), "MPI_Iprobe (catalog rows)");
     if (!flag) {
       if (Clock::now() > deadline) break;
-      std::this_thread::sleep_for(pause);
-      pause = std::min(pause * 2, std::chrono::microseconds(2000));
+      std::this_thread::sleep_for(poll_pause(Clock::now() - waiting_since));
       continue;
     }
     int count = 0;

@@ -439,6 +439,29 @@ TEST(PhaseSync, ManyNonBlockingPhasesInARow) {
   EXPECT_EQ(bad, 0);
 }
 
+// How late a waiting rank notices the last arrival, from the pauses alone (no clock): a
+// waiter that polls at 0 and then after each poll_pause, with the peer arriving at W, sees
+// it at most max(20 us, min(W / 8, 2 ms)) after W. Pauses that doubled (20, 40, 80 us ...)
+// were up to W / 2 late: 1.3 ms for W = 2.6 ms, several ms per step over a commit's
+// barriers on a fast disk.
+TEST(PhaseSync, AWaitingRankPollsSoonAfterTheLastArrival) {
+  using std::chrono::microseconds;
+  EXPECT_EQ(poll_pause(microseconds(0)), microseconds(20));
+  EXPECT_EQ(poll_pause(microseconds(800)), microseconds(100));
+  EXPECT_EQ(poll_pause(microseconds(8'000)), microseconds(1'000));
+  EXPECT_EQ(poll_pause(std::chrono::seconds(30)), microseconds(2'000));
+  int late = 0;
+  for (microseconds arrival(0); arrival <= microseconds(200'000); arrival += microseconds(37)) {
+    microseconds now(0);
+    while (now < arrival) now += poll_pause(now);
+    const auto bound = std::max(microseconds(20), std::min(arrival / 8, microseconds(2'000)));
+    if (now - arrival > bound) {
+      if (late++ < 3) ADD_FAILURE() << "arrival at " << arrival.count() << " us noticed at " << now.count() << " us";
+    }
+  }
+  EXPECT_EQ(late, 0);
+}
+
 // ---- communicators and construction ---------------------------------------------------------
 
 TEST(PhaseSync, PhasesOnSubCommunicatorsAreIndependent) {

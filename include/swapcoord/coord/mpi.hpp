@@ -3,6 +3,8 @@
 // communicators swapcoord creates are owned by Comm and set to MPI_ERRORS_RETURN.
 #include <mpi.h>
 
+#include <algorithm>
+#include <chrono>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -65,6 +67,17 @@ class MpiSession {
  private:
   bool _owner = false;
 };
+
+// How long a thread that polls MPI for a peer sleeps before it polls again, having waited
+// `waited` so far: an eighth of that, from 20 us up to 2 ms. Waiting ranks poll and sleep
+// instead of blocking in MPI (Open MPI busy-polls there), so that they leave the core to a
+// rank still working. Sleeping a fixed share of the wait so far notices the peer at most
+// about 1/8 of the wait late; pauses that double each time can be late by half the wait,
+// which on a fast disk is a few ms per barrier (README "Coordination").
+inline std::chrono::microseconds poll_pause(std::chrono::steady_clock::duration waited) {
+  const auto share = std::chrono::duration_cast<std::chrono::microseconds>(waited) / 8;
+  return std::clamp(share, std::chrono::microseconds(20), std::chrono::microseconds(2000));
+}
 
 // "Open MPI v4.1.4, ..." (MPI_Get_library_version, first line).
 std::string mpi_library_version();

@@ -271,7 +271,7 @@ void PhaseSync::give_up() {
 }
 
 PhaseStats PhaseSync::finish() {
-  auto pause = std::chrono::microseconds(20);
+  const auto waiting_since = Clock::now();
   while (!test()) {
     if (_rank == 0 && _give_up_in && _give_up == _sequence)
       time_out(fmt::format(" (rank {} gave up waiting)", _give_up_status.MPI_SOURCE));
@@ -279,8 +279,7 @@ PhaseStats PhaseSync::finish() {
       if (_rank == 0) time_out("");
       give_up();
     }
-    std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(2000));
+    std::this_thread::sleep_for(poll_pause(Clock::now() - waiting_since));
   }
   _active = false;
   _outcome.message[kMessageBytes - 1] = '\0';
