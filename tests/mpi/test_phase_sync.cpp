@@ -442,8 +442,8 @@ TEST(PhaseSync, ManyNonBlockingPhasesInARow) {
 // How late a waiting rank notices the last arrival, from the pauses alone (no clock): a
 // waiter that polls at 0 and then after each poll_pause, with the peer arriving at W, sees
 // it at most max(20 us, min(W / 8, 2 ms)) after W. Pauses that doubled (20, 40, 80 us ...)
-// were up to W / 2 late: 1.3 ms for W = 2.6 ms, several ms per step over a commit's
-// barriers on a fast disk.
+// were up to W late (polls at 1.26 and 2.54 ms: an arrival at 1.27 ms was seen 1.27 ms
+// late), several ms per step over a commit's barriers on a fast disk.
 TEST(PhaseSync, AWaitingRankPollsSoonAfterTheLastArrival) {
   using std::chrono::microseconds;
   EXPECT_EQ(poll_pause(microseconds(0)), microseconds(20));

@@ -72,8 +72,9 @@ class MpiSession {
 // `waited` so far: an eighth of that, from 20 us up to 2 ms. Waiting ranks poll and sleep
 // instead of blocking in MPI (Open MPI busy-polls there), so that they leave the core to a
 // rank still working. Sleeping a fixed share of the wait so far notices the peer at most
-// about 1/8 of the wait late; pauses that double each time can be late by half the wait,
-// which on a fast disk is a few ms per barrier (README "Coordination").
+// about 1/8 of the wait late; pauses that double each time can be late by as long as the
+// wait itself (up to their 2 ms cap), which on a fast disk is a few ms per commit across
+// its barriers (README "Coordination").
 inline std::chrono::microseconds poll_pause(std::chrono::steady_clock::duration waited) {
   const auto share = std::chrono::duration_cast<std::chrono::microseconds>(waited) / 8;
   return std::clamp(share, std::chrono::microseconds(20), std::chrono::microseconds(2000));
